@@ -1,0 +1,41 @@
+//! Build script: compiles the tiny C helpers (initial-exec TLS) and
+//! regenerates include/cma.h with cbindgen.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    let crate_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+
+    println!("cargo:rerun-if-changed=csrc/tls.c");
+    cc::Build::new()
+        .file(crate_dir.join("csrc/tls.c"))
+        .flag("-ftls-model=initial-exec")
+        .flag("-fno-stack-protector")
+        .opt_level(2)
+        .compile("cma_tls");
+
+    generate_header(&crate_dir);
+}
+
+/// Writes include/cma.h from the public API in src/api/. The header is
+/// committed: `tests/header.rs` fails when the committed copy differs from
+/// what this build generated (that is, when it was stale).
+fn generate_header(crate_dir: &std::path::Path) {
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed=src/api/error.rs");
+    println!("cargo:rerun-if-changed=src/api/cma.rs");
+    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .expect("cbindgen.toml must parse");
+    let out = crate_dir.join("include/cma.h");
+    // Only the public API files are parsed, so the malloc family (declared by
+    // <stdlib.h>) never appears in cma.h.
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(crate_dir.join("src/api/error.rs"))
+        .with_src(crate_dir.join("src/api/cma.rs"))
+        .generate()
+        .unwrap_or_else(|err| panic!("cbindgen failed: {err}"));
+    // write_to_file leaves the file untouched when the text is unchanged.
+    bindings.write_to_file(out);
+}

@@ -1,0 +1,1 @@
+int cma_tls_placeholder;
