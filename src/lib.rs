@@ -3,10 +3,11 @@
 //! Layers, bottom to top (each a module):
 //! - [`os`]: the operating system: mmap/munmap/madvise, environment, stderr.
 //! - [`sync`]: futex wait/wake and the FIFO ticket lock guarding the core.
-//! - `core`: the shared heap core (segments, spans, huge blocks, ownership
-//!   map), every mutation under the ticket lock.
-//! - `heap`: per-thread heaps in front of the core; the malloc/free fast paths.
-//! - `api`: the C ABI: the malloc family (LD_PRELOAD) and the `cma_*` API.
+//! - [`backend`]: the shared heap core (segments, spans, large and huge blocks,
+//!   the ownership map, the heap registry), every mutation under the lock.
+//! - [`heap`]: per-thread heaps in front of the core; the malloc and free
+//!   fast paths.
+//! - [`api`]: the C ABI: the `cma_*` API and the malloc family.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -16,5 +17,14 @@
 // panic = "abort") and for the tests.
 extern crate std;
 
+pub mod api;
+pub mod backend;
+pub mod config;
+pub mod diag;
+pub mod heap;
+pub mod init;
 pub mod os;
+pub mod settings;
+pub mod stats;
 pub mod sync;
+pub mod tls;

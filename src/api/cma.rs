@@ -91,7 +91,10 @@ pub unsafe extern "C" fn cma_block_size(ptr: *const c_void) -> usize {
 /// # Safety
 /// `out_size` must be NULL or valid for a write; `ptr` may be any value.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn cma_checked_block_size(ptr: *const c_void, out_size: *mut usize) -> CmaError {
+pub unsafe extern "C" fn cma_checked_block_size(
+    ptr: *const c_void,
+    out_size: *mut usize,
+) -> CmaError {
     // SAFETY: forwarded contract.
     unsafe { entry::cma_checked_block_size(ptr, out_size) }
 }
@@ -128,7 +131,9 @@ pub unsafe extern "C" fn cma_strdup(s: *const c_char) -> *mut c_char {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cma_get_stats(allocs: *mut usize, frees: *mut usize) {
     // SAFETY: forwarded contract.
-    unsafe { entry::cma_get_extended_stats(allocs, frees, core::ptr::null_mut(), core::ptr::null_mut()) }
+    unsafe {
+        entry::cma_get_extended_stats(allocs, frees, core::ptr::null_mut(), core::ptr::null_mut())
+    }
 }
 
 /// Like `cma_get_stats`, and also the bytes currently allocated (usable

@@ -1,1 +1,8 @@
-//! The operating-system layer.
+//! The operating-system layer: memory mappings, errno, the environment,
+//! randomness and raw writes to stderr. Nothing here allocates.
+
+pub mod env;
+pub mod errno;
+pub mod mmap;
+pub mod random;
+pub mod stderr;

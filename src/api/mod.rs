@@ -1,0 +1,8 @@
+//! The C ABI: the `cma_*` API of include/cma.h and, with the `override`
+//! feature, the malloc family that replaces the system allocator.
+
+pub mod cma;
+pub mod entry;
+pub mod error;
+#[cfg(all(feature = "override", not(loom), not(test)))]
+pub mod malloc_family;

@@ -1,0 +1,222 @@
+//! Huge blocks: each is its own mapping, aligned to a chunk (SEGMENT_SIZE),
+//! with a header page in front of the block. The region map marks the
+//! mapping's chunks, so a pointer is recognised without reading memory that
+//! might not be ours; the header is validated against a secret before it is
+//! trusted. Freed mappings go straight back to the OS.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::backend::region_map::{self, Region};
+use crate::config::{OS_PAGE_SIZE, SEGMENT_SIZE};
+use crate::diag::HeapError;
+use crate::os::mmap;
+
+/// The header at the start of a huge mapping.
+#[repr(C)]
+struct Header {
+    /// `header address ^ user pointer ^ secret`.
+    magic: usize,
+    /// The pointer handed out.
+    user: usize,
+    /// Length of the whole mapping.
+    map_len: usize,
+}
+
+static SECRET: AtomicUsize = AtomicUsize::new(0x3c6e_f372_fe94_f82b);
+
+/// Sets the secret that validates headers; before the first huge block.
+pub fn init_secret(secret: usize) {
+    SECRET.store(secret, Ordering::Relaxed);
+}
+
+fn magic_of(header: usize, user: usize) -> usize {
+    header ^ user ^ SECRET.load(Ordering::Relaxed)
+}
+
+/// Distance from the mapping start to the block for `align`.
+fn user_offset(align: usize) -> usize {
+    align.max(OS_PAGE_SIZE)
+}
+
+fn round_to_os_page(n: usize) -> Option<usize> {
+    n.checked_add(OS_PAGE_SIZE - 1)
+        .map(|v| v & !(OS_PAGE_SIZE - 1))
+}
+
+/// Maps a huge block of at least `size` bytes aligned to `align` (a power of
+/// two). Returns the block and its usable size, or null when the OS
+/// refuses. Its memory is zero.
+pub fn alloc(size: usize, align: usize) -> (*mut u8, usize) {
+    let offset = user_offset(align);
+    let Some(map_len) = offset.checked_add(size).and_then(round_to_os_page) else {
+        return (core::ptr::null_mut(), 0);
+    };
+    let base = mmap::map_aligned(map_len, align.max(SEGMENT_SIZE));
+    if base.is_null() {
+        return (base, 0);
+    }
+    let user = base as usize + offset;
+    // SAFETY: the header page is the start of our fresh mapping.
+    unsafe {
+        base.cast::<Header>().write(Header {
+            magic: magic_of(base as usize, user),
+            user,
+            map_len,
+        })
+    };
+    region_map::set_huge(base as usize, map_len);
+    (user as *mut u8, map_len - offset)
+}
+
+/// Usable bytes of a validated huge block.
+fn usable_of(header: &Header) -> usize {
+    header.map_len - (header.user - header as *const Header as usize)
+}
+
+/// Finds and validates the header of the huge block `ptr`. Must be called
+/// with the core lock held, so the mapping cannot vanish meanwhile.
+fn header_of(ptr: usize) -> Result<&'static Header, HeapError> {
+    let mut chunk = ptr & !(SEGMENT_SIZE - 1);
+    loop {
+        match region_map::lookup(chunk) {
+            Region::HugeHead => break,
+            Region::HugeTail if chunk >= SEGMENT_SIZE => chunk -= SEGMENT_SIZE,
+            _ => return Err(HeapError::InvalidPointer),
+        }
+    }
+    // SAFETY: a HugeHead chunk starts with the header page of a live mapping
+    // (the map entry is cleared, under the core lock, before unmapping).
+    let header = unsafe { &*(chunk as *const Header) };
+    if header.magic != magic_of(chunk, header.user) {
+        return Err(HeapError::Corrupted);
+    }
+    if header.user != ptr {
+        return Err(HeapError::InvalidPointer);
+    }
+    Ok(header)
+}
+
+/// Recently freed huge pointers, so a second free is reported as a double
+/// free rather than an invalid pointer.
+pub struct FreedHuge {
+    slots: [usize; 64],
+    next: usize,
+}
+
+impl FreedHuge {
+    pub const fn new() -> FreedHuge {
+        FreedHuge {
+            slots: [0; 64],
+            next: 0,
+        }
+    }
+
+    fn record(&mut self, ptr: usize) {
+        self.slots[self.next % self.slots.len()] = ptr;
+        self.next = self.next.wrapping_add(1);
+    }
+
+    fn forget(&mut self, ptr: usize) {
+        for slot in self.slots.iter_mut() {
+            if *slot == ptr {
+                *slot = 0;
+            }
+        }
+    }
+
+    pub fn contains(&self, ptr: usize) -> bool {
+        ptr != 0 && self.slots.contains(&ptr)
+    }
+
+    /// Classifies a pointer that failed validation.
+    fn error_for(&self, ptr: usize, error: HeapError) -> HeapError {
+        if error == HeapError::InvalidPointer && self.contains(ptr) {
+            HeapError::DoubleFree
+        } else {
+            error
+        }
+    }
+}
+
+impl Default for FreedHuge {
+    fn default() -> FreedHuge {
+        FreedHuge::new()
+    }
+}
+
+/// Called, under the core lock, after a huge block was mapped at `ptr`.
+pub fn note_allocated(freed: &mut FreedHuge, ptr: *mut u8) {
+    freed.forget(ptr as usize);
+}
+
+/// Usable size of huge block `ptr`, under the core lock.
+pub fn usable_size(freed: &FreedHuge, ptr: usize) -> Result<usize, HeapError> {
+    header_of(ptr)
+        .map(usable_of)
+        .map_err(|e| freed.error_for(ptr, e))
+}
+
+/// Unlinks huge block `ptr` under the core lock and returns the mapping to
+/// unmap (after the lock is released) and the usable size.
+pub fn detach(freed: &mut FreedHuge, ptr: usize) -> Result<(usize, usize, usize), HeapError> {
+    let header = header_of(ptr).map_err(|e| freed.error_for(ptr, e))?;
+    let base = header as *const Header as usize;
+    let (map_len, usable) = (header.map_len, usable_of(header));
+    region_map::clear(base, map_len);
+    freed.record(ptr);
+    Ok((base, map_len, usable))
+}
+
+/// Unmaps a mapping returned by `detach`.
+pub fn release(base: usize, map_len: usize) {
+    mmap::unmap(base as *mut u8, map_len);
+}
+
+/// Resizes a detached huge mapping (see `detach`) to hold `new_size` bytes,
+/// in place when possible, else by moving its pages to a new chunk-aligned
+/// range. Returns the new user pointer, or None with the mapping untouched.
+/// The caller re-attaches the result with `reattach`.
+pub fn resize(
+    base: usize,
+    map_len: usize,
+    user: usize,
+    new_size: usize,
+) -> Option<(usize, usize, usize)> {
+    let offset = user - base;
+    let new_len = offset.checked_add(new_size).and_then(round_to_os_page)?;
+    if new_len == map_len {
+        return Some((base, map_len, user));
+    }
+    if new_len < map_len {
+        mmap::unmap((base + new_len) as *mut u8, map_len - new_len);
+        return Some((base, new_len, user));
+    }
+    if mmap::remap_in_place(base as *mut u8, map_len, new_len) {
+        return Some((base, new_len, user));
+    }
+    let align = if offset > OS_PAGE_SIZE { offset } else { 1 };
+    let target = mmap::map_aligned(new_len, align.max(SEGMENT_SIZE));
+    if target.is_null() {
+        return None;
+    }
+    if !mmap::remap_to(base as *mut u8, map_len, new_len, target) {
+        mmap::unmap(target, new_len);
+        return None;
+    }
+    let new_base = target as usize;
+    Some((new_base, new_len, new_base + offset))
+}
+
+/// Writes the header and map entries of a (possibly moved) huge mapping.
+pub fn reattach(freed: &mut FreedHuge, base: usize, map_len: usize, user: usize) {
+    // SAFETY: `base` starts a live mapping of ours whose first page is the header.
+    unsafe {
+        (base as *mut Header).write(Header {
+            magic: magic_of(base, user),
+            user,
+            map_len,
+        })
+    };
+    freed.forget(user);
+    region_map::set_huge(base, map_len);
+}

@@ -1,0 +1,147 @@
+//! The shared heap core, guarded by one FIFO futex ticket lock: segments and
+//! their spans, large blocks (a span each), the registry of thread heaps,
+//! and the bookkeeping of huge blocks. Thread heaps come here only on their
+//! slow paths: for a fresh page, to give an empty page back, for large and
+//! huge blocks, and at thread start and exit.
+
+pub mod huge;
+pub mod page;
+pub mod region_map;
+pub mod registry;
+pub mod segment;
+pub mod spans;
+
+use core::sync::atomic::Ordering;
+
+use crate::backend::huge::FreedHuge;
+use crate::backend::page::{NO_OWNER, Page, PageKind};
+use crate::backend::registry::Registry;
+use crate::backend::segment::Segment;
+use crate::backend::spans::Spans;
+use crate::config::SLICE_SIZE;
+use crate::diag::HeapError;
+use crate::sync::{TicketGuard, TicketLock};
+
+pub struct Core {
+    pub spans: Spans,
+    pub registry: Registry,
+    pub freed_huge: FreedHuge,
+    /// Live large blocks and their bytes.
+    pub large_count: usize,
+    pub large_bytes: usize,
+}
+
+impl Core {
+    pub const fn new() -> Core {
+        Core {
+            spans: Spans::new(),
+            registry: Registry::new(),
+            freed_huge: FreedHuge::new(),
+            large_count: 0,
+            large_bytes: 0,
+        }
+    }
+
+    /// A span of `slices` slices for a page of blocks (set up by the caller).
+    pub fn alloc_page_span(&mut self, slices: usize) -> *mut Page {
+        self.spans.alloc(slices, 1)
+    }
+
+    /// Gives a page's span back.
+    pub fn free_page_span(&mut self, page: *mut Page) {
+        self.spans.free(page);
+    }
+
+    /// Allocates a large block: a span of its own, slice-aligned (so any
+    /// alignment up to `SLICE_SIZE` is honoured; more with `align`).
+    /// Returns the block's span head, or null when out of memory.
+    pub fn alloc_large(&mut self, size: usize, align: usize) -> *mut Page {
+        let slices = size.max(1).div_ceil(SLICE_SIZE);
+        let align_slices = (align / SLICE_SIZE).max(1);
+        let span = self.spans.alloc(slices, align_slices);
+        if span.is_null() {
+            return span;
+        }
+        // SAFETY: a span head fresh from the span allocator, ours under the lock.
+        let page = unsafe { &*span };
+        set_up_large(page, slices);
+        self.large_count += 1;
+        self.large_bytes += page.block_size();
+        span
+    }
+
+    /// Frees the large block at `addr` whose span head is `page`.
+    pub fn free_large(&mut self, page: *mut Page, addr: usize) -> Result<usize, HeapError> {
+        let size = validate_large(page, addr)?;
+        self.large_count -= 1;
+        self.large_bytes -= size;
+        self.spans.free(page);
+        Ok(size)
+    }
+
+    /// Resizes a large block in place to hold `new_size` bytes, by freeing
+    /// its tail or taking the free slices after it. Returns success.
+    pub fn resize_large(&mut self, page: *mut Page, new_size: usize) -> bool {
+        // SAFETY: a validated large span head, under the lock.
+        let head = unsafe { &*page };
+        let old_slices = head.slice_count();
+        let new_slices = new_size.max(1).div_ceil(SLICE_SIZE);
+        if new_slices == old_slices {
+            return true;
+        }
+        if new_slices < old_slices {
+            self.spans.shrink(page, new_slices);
+        } else if !self.spans.grow(page, new_slices - old_slices) {
+            return false;
+        }
+        let old_bytes = head.block_size();
+        set_up_large(head, new_slices);
+        self.large_bytes = self.large_bytes - old_bytes + head.block_size();
+        true
+    }
+}
+
+impl Default for Core {
+    fn default() -> Core {
+        Core::new()
+    }
+}
+
+fn set_up_large(page: &Page, slices: usize) {
+    let bytes = slices * SLICE_SIZE;
+    let segment = Segment::of(page as *const Page as usize);
+    let start = segment as usize + page.slice_index as usize * SLICE_SIZE;
+    page.slice_count.store(slices as u32, Ordering::Relaxed);
+    page.block_size.store(bytes as u32, Ordering::Relaxed);
+    page.start.store(start, Ordering::Relaxed);
+    page.divisor_magic
+        .store(Page::divisor_magic_for(bytes), Ordering::Relaxed);
+    page.carved_bytes.store(bytes as u32, Ordering::Relaxed);
+    page.reserved.set(1);
+    page.capacity.set(1);
+    page.used.set(1);
+    page.heap.store(NO_OWNER, Ordering::Relaxed);
+    page.set_kind(PageKind::Large);
+}
+
+/// Checks that `addr` is the live large block of span `page`; returns its
+/// usable size. Call with the core lock held.
+pub fn validate_large(page: *mut Page, addr: usize) -> Result<usize, HeapError> {
+    // SAFETY: `page` is a descriptor of a mapped segment.
+    let head = unsafe { &*page };
+    match head.kind() {
+        PageKind::Large if head.start() == addr => Ok(head.block_size()),
+        PageKind::Large | PageKind::None => Err(HeapError::InvalidPointer),
+        PageKind::Free => Err(HeapError::DoubleFree),
+        PageKind::Small => Err(HeapError::InvalidPointer),
+    }
+}
+
+/// The core, behind its lock.
+pub static CORE: TicketLock<Core> = TicketLock::new(Core::new());
+
+/// Takes the core lock.
+#[inline]
+pub fn lock() -> TicketGuard<'static, Core> {
+    CORE.lock()
+}

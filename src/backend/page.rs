@@ -1,0 +1,190 @@
+//! The page descriptor: one per 64 KiB slice of a segment, kept out of line
+//! in the segment header so that no overflow out of a block can reach it.
+//!
+//! A span is a run of slices; its first descriptor (the head) describes it:
+//! a free span owned by the core, a page of equal-sized blocks owned by a
+//! thread heap, or a single large block. Every descriptor of a span points
+//! to the head, so any address inside the span finds it in one load.
+//!
+//! Access rules: the fields in `Owned` cells are touched only by the page's
+//! owner (the owning heap's thread, or the core under its lock for spans no
+//! heap owns). The atomic fields are written by the owner and read, without
+//! synchronisation, by other threads validating a pointer (remote frees,
+//! `malloc_usable_size`); relaxed loads and stores compile to plain moves.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::heap::block::Block;
+
+/// A value only the page's owner may touch (see the module docs).
+#[repr(transparent)]
+pub struct Owned<T>(UnsafeCell<T>);
+
+impl<T: Copy> Owned<T> {
+    pub const fn new(value: T) -> Owned<T> {
+        Owned(UnsafeCell::new(value))
+    }
+
+    #[inline(always)]
+    pub fn get(&self) -> T {
+        // SAFETY: only the owner accesses this cell, never concurrently.
+        unsafe { *self.0.get() }
+    }
+
+    #[inline(always)]
+    pub fn set(&self, value: T) {
+        // SAFETY: only the owner accesses this cell, never concurrently.
+        unsafe { *self.0.get() = value }
+    }
+}
+
+/// What a span is used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PageKind {
+    /// Not a span: slice 0 (the segment header) or not yet set up.
+    None = 0,
+    /// A free span in the core's bins.
+    Free = 1,
+    /// A page of equal-sized blocks owned by a thread heap.
+    Small = 2,
+    /// A span holding one large block.
+    Large = 3,
+}
+
+/// `Page::heap` value of spans no thread owns (free spans, large blocks).
+/// No thread's heap pointer can equal it, so the free fast path never
+/// mistakes such a span for one of its own.
+pub const NO_OWNER: usize = 1;
+/// Set in `Page::heap` while the page is full and out of its queue, so the
+/// owner's next free of one of its blocks takes the slow path and requeues it.
+pub const FULL_FLAG: usize = 1;
+
+#[repr(C, align(64))]
+pub struct Page {
+    // ---- first cache line: everything the malloc and free fast paths touch
+    /// The head descriptor of the span this slice belongs to.
+    pub head: AtomicPtr<Page>,
+    /// Blocks ready to hand out.
+    pub free: Owned<*mut Block>,
+    /// Blocks the owner freed since `free` was last refilled.
+    pub local_free: Owned<*mut Block>,
+    /// Live blocks (including ones freed remotely but not yet collected).
+    pub used: Owned<u32>,
+    /// Size of each block in bytes (the whole span for a large block).
+    pub block_size: AtomicU32,
+    /// Owning heap's address (`| FULL_FLAG` while full), or `NO_OWNER`.
+    pub heap: AtomicUsize,
+    /// Address of the first block.
+    pub start: AtomicUsize,
+    /// `u64::MAX / block_size + 1`: an offset `n < 2^32` is a multiple of the
+    /// block size exactly when `n * magic < magic` (Lemire's test).
+    pub divisor_magic: AtomicU64,
+    /// Bytes from `start` that have been carved into blocks; no valid block
+    /// lies beyond.
+    pub carved_bytes: AtomicU32,
+    pub kind: AtomicU8,
+    /// Size class (for `Small` pages).
+    pub class: Owned<u8>,
+    /// True while linked in its heap's queue.
+    pub in_queue: Owned<bool>,
+    _pad0: u8,
+
+    // ---- second cache line: queues and span bookkeeping
+    /// Queue links (heap page queues, or core free-span bins).
+    pub next: Owned<*mut Page>,
+    pub prev: Owned<*mut Page>,
+    /// Blocks that fit in the span.
+    pub reserved: Owned<u32>,
+    /// Blocks carved into the free lists so far.
+    pub capacity: Owned<u32>,
+    /// Length of the span in slices (head descriptors only).
+    pub slice_count: AtomicU32,
+    /// Index of this slice in its segment.
+    pub slice_index: u32,
+    /// When the span became free (ms, core clock), for delayed purging.
+    pub freed_at_ms: Owned<u64>,
+    /// True while the span's memory is backed (not purged).
+    pub committed: Owned<bool>,
+    /// True when the memory of the span is known to be all zero.
+    pub is_zero: Owned<bool>,
+}
+
+impl Page {
+    /// A descriptor with no blocks: the direct-table entry of a size with no
+    /// page yet, so the malloc fast path needs no null check.
+    pub const fn empty() -> Page {
+        Page {
+            head: AtomicPtr::new(core::ptr::null_mut()),
+            free: Owned::new(core::ptr::null_mut()),
+            local_free: Owned::new(core::ptr::null_mut()),
+            used: Owned::new(0),
+            block_size: AtomicU32::new(0),
+            heap: AtomicUsize::new(NO_OWNER),
+            start: AtomicUsize::new(0),
+            divisor_magic: AtomicU64::new(0),
+            carved_bytes: AtomicU32::new(0),
+            kind: AtomicU8::new(PageKind::None as u8),
+            class: Owned::new(0),
+            in_queue: Owned::new(false),
+            _pad0: 0,
+            next: Owned::new(core::ptr::null_mut()),
+            prev: Owned::new(core::ptr::null_mut()),
+            reserved: Owned::new(0),
+            capacity: Owned::new(0),
+            slice_count: AtomicU32::new(0),
+            slice_index: 0,
+            freed_at_ms: Owned::new(0),
+            committed: Owned::new(false),
+            is_zero: Owned::new(false),
+        }
+    }
+
+    #[inline(always)]
+    pub fn kind(&self) -> PageKind {
+        match self.kind.load(Ordering::Relaxed) {
+            1 => PageKind::Free,
+            2 => PageKind::Small,
+            3 => PageKind::Large,
+            _ => PageKind::None,
+        }
+    }
+
+    #[inline(always)]
+    pub fn set_kind(&self, kind: PageKind) {
+        self.kind.store(kind as u8, Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    pub fn block_size(&self) -> usize {
+        self.block_size.load(Ordering::Relaxed) as usize
+    }
+
+    #[inline(always)]
+    pub fn start(&self) -> usize {
+        self.start.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    pub fn slice_count(&self) -> usize {
+        self.slice_count.load(Ordering::Relaxed) as usize
+    }
+
+    /// True when `addr` is the start of a block carved in this page (which
+    /// may be live or free). Reads only this descriptor, never the block.
+    #[inline(always)]
+    pub fn is_block_start(&self, addr: usize) -> bool {
+        let offset = addr.wrapping_sub(self.start());
+        let magic = self.divisor_magic.load(Ordering::Relaxed);
+        offset < self.carved_bytes.load(Ordering::Relaxed) as usize
+            && (offset as u64).wrapping_mul(magic) < magic
+    }
+
+    /// The magic constant of `is_block_start` for `block_size` (≥ 2).
+    pub const fn divisor_magic_for(block_size: usize) -> u64 {
+        u64::MAX / block_size as u64 + 1
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Page>() == 128);

@@ -1,0 +1,142 @@
+//! The registry of heaps: every heap structure ever made (they are never
+//! unmapped, so a pointer to one stays valid forever: remote frees rely on
+//! it), and the orphans left by exited threads, which new threads adopt
+//! whole, with their pages. Mutated under the core lock; the list of all
+//! heaps can be walked without it.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::heap::heap::{Heap, HeapState};
+use crate::os::mmap;
+
+/// Head of the list of all heaps (through `Heap::registry_next`).
+static ALL_HEAPS: AtomicPtr<Heap> = AtomicPtr::new(ptr::null_mut());
+/// Number of heap structures ever created.
+static HEAP_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes mapped at a time for heap structures.
+const ARENA_BYTES: usize = 256 * 1024;
+
+pub struct Registry {
+    orphans: *mut Heap,
+    orphan_count: usize,
+    arena_next: usize,
+    arena_end: usize,
+}
+
+// SAFETY: only reachable through the core lock.
+unsafe impl Send for Registry {}
+
+impl Registry {
+    pub const fn new() -> Registry {
+        Registry {
+            orphans: ptr::null_mut(),
+            orphan_count: 0,
+            arena_next: 0,
+            arena_end: 0,
+        }
+    }
+
+    /// Returns a heap for a new thread: an orphan (with its pages) if there
+    /// is one, else a fresh heap. Null when out of memory.
+    pub fn acquire(&mut self) -> *mut Heap {
+        if !self.orphans.is_null() {
+            let heap = self.orphans;
+            // SAFETY: heaps are never unmapped; orphans are ours under the lock.
+            let h = unsafe { &*heap };
+            self.orphans = h.orphan_next.load(Ordering::Relaxed);
+            self.orphan_count -= 1;
+            h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
+            h.set_state(HeapState::Live);
+            return heap;
+        }
+        let heap = self.carve();
+        if !heap.is_null() {
+            register(heap);
+        }
+        heap
+    }
+
+    /// Parks the heap of an exited thread until a new thread adopts it.
+    pub fn orphan(&mut self, heap: *mut Heap) {
+        // SAFETY: a registered heap whose thread no longer uses it.
+        let h = unsafe { &*heap };
+        h.set_state(HeapState::Orphaned);
+        h.thread_id.store(0, Ordering::Relaxed);
+        h.orphan_next.store(self.orphans, Ordering::Relaxed);
+        self.orphans = heap;
+        self.orphan_count += 1;
+    }
+
+    pub fn orphan_count(&self) -> usize {
+        self.orphan_count
+    }
+
+    /// In a forked child: every heap still owned by a thread other than the
+    /// forking one (`keep`) is lost, since those threads do not exist here.
+    pub fn lose_other_threads_heaps(&mut self, keep: *mut Heap) {
+        for_each_heap(|heap| {
+            // SAFETY: registered heaps are never unmapped.
+            let h = unsafe { &*heap };
+            if heap != keep && h.state() == HeapState::Live {
+                h.set_state(HeapState::Lost);
+            }
+        });
+    }
+
+    /// A zeroed heap from the arena.
+    fn carve(&mut self) -> *mut Heap {
+        let size = core::mem::size_of::<Heap>().next_multiple_of(core::mem::align_of::<Heap>());
+        if self.arena_end - self.arena_next < size {
+            let arena = mmap::map(ARENA_BYTES);
+            if arena.is_null() {
+                return ptr::null_mut();
+            }
+            self.arena_next = arena as usize;
+            self.arena_end = arena as usize + ARENA_BYTES;
+        }
+        let heap = self.arena_next as *mut Heap;
+        self.arena_next += size;
+        // SAFETY: fresh, suitably aligned arena memory of `size` bytes.
+        unsafe { heap.write(Heap::new()) };
+        heap
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::new()
+    }
+}
+
+/// Links a heap into the list of all heaps (also used for the core's
+/// special static heaps).
+pub fn register(heap: *mut Heap) {
+    let mut head = ALL_HEAPS.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: `heap` is valid forever and not yet visible to readers.
+        unsafe { (*heap).registry_next.store(head, Ordering::Relaxed) };
+        match ALL_HEAPS.compare_exchange_weak(head, heap, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(current) => head = current,
+        }
+    }
+    HEAP_COUNT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Calls `visit` with every heap ever registered. Safe without the lock:
+/// the list only grows and heaps are never unmapped.
+pub fn for_each_heap(mut visit: impl FnMut(*mut Heap)) {
+    let mut heap = ALL_HEAPS.load(Ordering::Acquire);
+    while !heap.is_null() {
+        visit(heap);
+        // SAFETY: registered heaps are never unmapped.
+        heap = unsafe { (*heap).registry_next.load(Ordering::Acquire) };
+    }
+}
+
+/// Number of heap structures ever created.
+pub fn heap_count() -> usize {
+    HEAP_COUNT.load(Ordering::Relaxed)
+}

@@ -1,0 +1,112 @@
+//! Segments: `SEGMENT_SIZE`-aligned mappings cut into 64 KiB slices. The
+//! header (slice 0) holds one `Page` descriptor per slice, so the descriptor
+//! of any address in a segment is found by address arithmetic alone.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use crate::backend::page::{NO_OWNER, Page, PageKind};
+use crate::backend::region_map::{self, Region};
+use crate::config::{
+    FIRST_USABLE_SLICE, SEGMENT_MASK, SEGMENT_SIZE, SLICE_SHIFT, SLICE_SIZE, SLICES_PER_SEGMENT,
+};
+use crate::os::mmap;
+
+#[repr(C)]
+pub struct Segment {
+    /// One descriptor per slice; descriptor 0 (the header itself) is unused.
+    pub pages: [Page; SLICES_PER_SEGMENT],
+    /// `address ^ secret`: checked whenever the core takes a segment back.
+    pub cookie: AtomicUsize,
+    /// The core's list of all segments.
+    pub next: AtomicPtr<Segment>,
+    pub prev: AtomicPtr<Segment>,
+    /// Slices currently in free spans.
+    pub free_slices: AtomicUsize,
+}
+
+const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
+const _: () = assert!(core::mem::offset_of!(Segment, pages) == 0);
+
+impl Segment {
+    /// The segment holding `addr` (meaningful only if the region map says
+    /// the chunk is a segment).
+    #[inline(always)]
+    pub fn of(addr: usize) -> *mut Segment {
+        (addr & !SEGMENT_MASK) as *mut Segment
+    }
+
+    /// The descriptor of the slice holding `addr`, in a segment.
+    #[inline(always)]
+    pub fn slice_page(addr: usize) -> *mut Page {
+        let index = (addr >> SLICE_SHIFT) & (SLICES_PER_SEGMENT - 1);
+        (Segment::of(addr) as usize + index * core::mem::size_of::<Page>()) as *mut Page
+    }
+
+    /// The head descriptor of the span holding `addr`, in a segment.
+    #[inline(always)]
+    pub fn page_of(addr: usize) -> *mut Page {
+        // SAFETY: callers checked that `addr` lies in a mapped segment, whose
+        // header holds a descriptor for every slice.
+        unsafe { (*Segment::slice_page(addr)).head.load(Ordering::Relaxed) }
+    }
+
+    /// Address of slice `index` of this segment.
+    #[inline]
+    pub fn slice_address(&self, index: usize) -> usize {
+        self as *const Segment as usize + index * SLICE_SIZE
+    }
+
+    /// Index of the descriptor `page` within its segment.
+    #[inline]
+    pub fn index_of(page: *const Page) -> usize {
+        ((page as usize) & SEGMENT_MASK) / core::mem::size_of::<Page>()
+    }
+
+    /// Maps and initialises a segment whose usable slices form one free span
+    /// (not yet binned: the caller links it). Returns null when out of memory.
+    pub fn create(cookie_secret: usize) -> *mut Segment {
+        let base = mmap::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE);
+        if base.is_null() {
+            return ptr::null_mut();
+        }
+        let segment = base as *mut Segment;
+        for index in 0..SLICES_PER_SEGMENT {
+            // SAFETY: fresh mapping of SEGMENT_SIZE bytes, exclusively ours and
+            // large enough for the header; the field is plain data.
+            unsafe { ptr::addr_of_mut!((*segment).pages[index].slice_index).write(index as u32) };
+        }
+        // SAFETY: zeroed memory is a valid `Segment` (atomics, cells, raw
+        // pointers, integers); nobody else sees it yet.
+        let seg = unsafe { &*segment };
+        seg.cookie
+            .store(base as usize ^ cookie_secret, Ordering::Relaxed);
+        for page in seg.pages.iter() {
+            page.heap.store(NO_OWNER, Ordering::Relaxed);
+            page.head
+                .store(page as *const Page as *mut Page, Ordering::Relaxed);
+        }
+        let header = &seg.pages[0];
+        header.set_kind(PageKind::None);
+        let span = &seg.pages[FIRST_USABLE_SLICE];
+        span.slice_count.store(
+            (SLICES_PER_SEGMENT - FIRST_USABLE_SLICE) as u32,
+            Ordering::Relaxed,
+        );
+        span.is_zero.set(true);
+        span.committed.set(true);
+        region_map::set(base as usize, SEGMENT_SIZE, Region::Segment);
+        segment
+    }
+
+    /// Unmaps a segment whose slices are all free and unlinked.
+    pub fn destroy(segment: *mut Segment) {
+        region_map::clear(segment as usize, SEGMENT_SIZE);
+        mmap::unmap(segment.cast(), SEGMENT_SIZE);
+    }
+
+    /// True when the cookie matches (the header was not overwritten).
+    pub fn cookie_ok(&self, cookie_secret: usize) -> bool {
+        self.cookie.load(Ordering::Relaxed) == self as *const Segment as usize ^ cookie_secret
+    }
+}

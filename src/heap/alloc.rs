@@ -1,0 +1,232 @@
+//! Allocation. The fast path (`malloc`) pops a block from the current page
+//! of the thread's heap: no lock, no atomic read-modify-write. Everything
+//! else — medium sizes, refilling, alignment, large and huge blocks, threads
+//! without a heap — is in `allocate`.
+
+use core::ptr;
+
+use crate::backend::page::Page;
+use crate::backend::{self, huge};
+use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN, SLICE_SIZE};
+use crate::diag::{self, Call, HeapError};
+use crate::heap::collect::{self, CoreAccess};
+use crate::heap::heap::{Heap, SHARED_COUNTERS};
+use crate::heap::page_ops;
+use crate::heap::size_class::{
+    aligned_class, block_size_of, class_of, direct_slot, page_slices_of,
+};
+use crate::heap::thread;
+use crate::settings;
+use crate::stats;
+use crate::tls;
+
+/// malloc's fast path: a small request served from the current page.
+#[inline(always)]
+pub fn malloc(size: usize) -> *mut u8 {
+    let heap = tls::heap();
+    if size <= settings::fast_limit() && !heap.is_null() {
+        // SAFETY: a non-null thread heap pointer is the thread's own heap (or
+        // the dead heap, whose direct table is empty).
+        let heap = unsafe { &*heap };
+        let page = heap.direct[direct_slot(size)].get();
+        // SAFETY: direct entries point to pages of this heap or the empty page.
+        let block = unsafe { page_ops::pop(page) };
+        if !block.is_null() {
+            // SAFETY: as above.
+            heap.counters.on_alloc(unsafe { (*page).block_size() });
+            return block;
+        }
+    }
+    allocate(size, MIN_ALIGN, false)
+}
+
+/// The general allocator: `size` bytes aligned to `align` (a power of two),
+/// zeroed when `zero`. Returns null when the request exceeds the limit or
+/// memory is exhausted (the caller sets errno).
+#[inline(never)]
+pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
+    if size > settings::size_limit() {
+        return ptr::null_mut();
+    }
+    let heap = thread::acquire();
+    if heap.is_null() {
+        return allocate_through_core(size, align, zero);
+    }
+    // SAFETY: `acquire` returns the calling thread's own heap.
+    let heap = unsafe { &*heap };
+    let block = match route(size, align) {
+        Route::Class(class) => {
+            let block = alloc_in_class(heap, class, &mut CoreAccess::Take);
+            Block::new(block, block_size_of(class), false)
+        }
+        Route::Large => alloc_large(size, align),
+        Route::Huge => alloc_huge(size, align),
+    };
+    if !block.ptr.is_null() {
+        heap.counters.on_alloc(block.usable);
+    }
+    block.finish(zero)
+}
+
+/// Allocation for a thread without a heap: from the core's heap, under the
+/// core lock.
+#[cold]
+fn allocate_through_core(size: usize, align: usize, zero: bool) -> *mut u8 {
+    crate::init::ensure();
+    let block = match route(size, align) {
+        Route::Class(class) => {
+            let mut core = backend::lock();
+            let block =
+                alloc_in_class(thread::core_heap(), class, &mut CoreAccess::Held(&mut core));
+            Block::new(block, block_size_of(class), false)
+        }
+        Route::Large => alloc_large(size, align),
+        Route::Huge => alloc_huge(size, align),
+    };
+    if !block.ptr.is_null() {
+        SHARED_COUNTERS.on_alloc_shared(block.usable);
+    }
+    block.finish(zero)
+}
+
+enum Route {
+    Class(usize),
+    Large,
+    Huge,
+}
+
+/// Where a request of `size` bytes aligned to `align` is served from.
+fn route(size: usize, align: usize) -> Route {
+    if align <= MIN_ALIGN && size <= MEDIUM_MAX {
+        return Route::Class(class_of(size));
+    }
+    if align <= SLICE_SIZE
+        && let Some(class) = aligned_class(size, align)
+    {
+        // Pages start on a slice boundary, so every block of a class whose
+        // size is a multiple of `align` is aligned.
+        return Route::Class(class);
+    }
+    if size <= LARGE_MAX && align <= LARGE_MAX {
+        return Route::Large;
+    }
+    Route::Huge
+}
+
+/// A block just allocated on a slow path.
+struct Block {
+    ptr: *mut u8,
+    usable: usize,
+    /// Known to be all zero already (fresh from the OS).
+    zeroed: bool,
+}
+
+impl Block {
+    fn new(ptr: *mut u8, usable: usize, zeroed: bool) -> Block {
+        Block {
+            ptr,
+            usable,
+            zeroed,
+        }
+    }
+
+    /// Zeroes the block if asked and it is not known to be zero.
+    fn finish(self, zero: bool) -> *mut u8 {
+        if zero && !self.zeroed && !self.ptr.is_null() {
+            // SAFETY: the block is ours and `usable` bytes long.
+            unsafe { ptr::write_bytes(self.ptr, 0, self.usable) };
+        }
+        self.ptr
+    }
+}
+
+/// A block of `class` from `heap`: the current page first, else a refill.
+pub fn alloc_in_class(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut u8 {
+    let page = heap.queues[class].first.get();
+    if !page.is_null() {
+        // SAFETY: queued pages belong to this heap, owned by the caller.
+        let block = unsafe { page_ops::pop(page) };
+        if !block.is_null() {
+            return block;
+        }
+    }
+    let page = refill(heap, class, core);
+    if page.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `refill` returns a page of this heap with a free block.
+    unsafe { page_ops::pop(page) }
+}
+
+/// Finds a page of `class` with a free block: first the blocks other
+/// threads gave back, then the queued pages (taking full ones out), then a
+/// fresh page from the core. Returns null when out of memory.
+#[cold]
+fn refill(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut Page {
+    if let Err(block) = collect::collect_inbox(heap, core) {
+        corrupted_inbox(block);
+    }
+    let queue = &heap.queues[class];
+    let mut page = queue.first.get();
+    while !page.is_null() {
+        // SAFETY: queued pages belong to this heap.
+        let p = unsafe { &*page };
+        let next = p.next.get();
+        page_ops::collect_local(p);
+        if p.free.get().is_null() && !page_ops::fully_carved(p) {
+            page_ops::extend(p, heap);
+        }
+        if !p.free.get().is_null() {
+            queue.move_to_front(p);
+            heap.update_direct(class);
+            return page;
+        }
+        collect::mark_full(heap, p);
+        page = next;
+    }
+    let page = core.with(|core| core.alloc_page_span(page_slices_of(class)));
+    if page.is_null() {
+        heap.update_direct(class);
+        return page;
+    }
+    // SAFETY: a fresh span from the core, now owned by this heap.
+    let p = unsafe { &*page };
+    page_ops::init_small(p, heap, class);
+    page_ops::extend(p, heap);
+    queue.push_front(p);
+    heap.update_direct(class);
+    stats::sample_peak();
+    page
+}
+
+#[cold]
+fn corrupted_inbox(block: usize) -> ! {
+    diag::fatal(Call::Malloc, block, HeapError::Corrupted)
+}
+
+/// A large block: a span of its own from the core.
+fn alloc_large(size: usize, align: usize) -> Block {
+    let mut core = backend::lock();
+    let span = core.alloc_large(size, align);
+    if span.is_null() {
+        return Block::new(ptr::null_mut(), 0, false);
+    }
+    // SAFETY: a live large span head, under the lock.
+    let page = unsafe { &*span };
+    let zeroed = page.is_zero.get();
+    page.is_zero.set(false);
+    let block = Block::new(page.start() as *mut u8, page.block_size(), zeroed);
+    drop(core);
+    stats::sample_peak();
+    block
+}
+
+/// A huge block: a mapping of its own.
+fn alloc_huge(size: usize, align: usize) -> Block {
+    let (ptr, usable) = huge::alloc(size, align);
+    if !ptr.is_null() {
+        huge::note_allocated(&mut backend::lock().freed_huge, ptr);
+        stats::sample_peak();
+    }
+    Block::new(ptr, usable, true)
+}

@@ -1,0 +1,153 @@
+//! The owner's bookkeeping after frees: taking blocks other threads left in
+//! the inbox, putting full pages back in their queue, and giving empty pages
+//! back to the core.
+
+use core::sync::atomic::Ordering;
+
+use crate::backend::page::{FULL_FLAG, Page, PageKind};
+use crate::backend::region_map;
+use crate::backend::segment::Segment;
+use crate::backend::{self, Core};
+use crate::heap::block::Block;
+use crate::heap::heap::Heap;
+use crate::heap::page_ops;
+
+/// How a heap operation reaches the core: the caller holds the lock
+/// already, or the operation takes it when it needs it.
+pub enum CoreAccess<'a> {
+    Held(&'a mut Core),
+    Take,
+}
+
+impl CoreAccess<'_> {
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut Core) -> R) -> R {
+        match self {
+            CoreAccess::Held(core) => f(core),
+            CoreAccess::Take => f(&mut backend::lock()),
+        }
+    }
+}
+
+/// Frees every block other threads pushed into `heap`'s inbox into its
+/// page. Each entry is checked to be a free-tagged block of this heap's
+/// pages; on a bad one, returns it as `Err` (the inbox was corrupted, by a
+/// use-after-free write for example).
+pub fn collect_inbox(heap: &Heap, core: &mut CoreAccess) -> Result<(), usize> {
+    if heap.inbox.load(Ordering::Relaxed) == 0 {
+        return Ok(());
+    }
+    let mut entry = heap.inbox.swap(0, Ordering::Acquire);
+    while entry != 0 {
+        if !region_map::is_segment(entry) {
+            return Err(entry);
+        }
+        // SAFETY: `entry` lies in a mapped segment.
+        let page = unsafe { &*Segment::page_of(entry) };
+        let block = entry as *mut Block;
+        // SAFETY: the block lies in one of our segments; reading its words is
+        // safe, and the checks below decide whether to trust them.
+        let tagged = unsafe { (*block).is_tagged_free() };
+        if page.kind() != PageKind::Small
+            || page.heap.load(Ordering::Relaxed) & !FULL_FLAG != heap.as_ptr() as usize
+            || !page.is_block_start(entry)
+            || !tagged
+        {
+            return Err(entry);
+        }
+        // SAFETY: as above.
+        let next = unsafe { (*block).next() };
+        free_to_page(heap, page, block, core);
+        entry = next;
+    }
+    Ok(())
+}
+
+/// Puts a block of `heap`'s page back on the page's local free list (the
+/// caller has checked it is a live block of the page), and does the page's
+/// bookkeeping.
+pub fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &mut CoreAccess) {
+    // SAFETY: a carved block of this page, owned by this heap's thread.
+    unsafe { (*block).set_free(page.local_free.get()) };
+    page.local_free.set(block);
+    let used = page.used.get() - 1;
+    page.used.set(used);
+    if page.heap.load(Ordering::Relaxed) & FULL_FLAG != 0 {
+        unfull(heap, page);
+    }
+    if used == 0 {
+        page_emptied(heap, page, core);
+    }
+}
+
+/// A full page got a block back: requeue it.
+pub fn unfull(heap: &Heap, page: &Page) {
+    page.heap.store(heap.as_ptr() as usize, Ordering::Relaxed);
+    let class = page.class.get() as usize;
+    let queue = &heap.queues[class];
+    let was_empty = queue.is_empty();
+    queue.push_back(page);
+    if was_empty {
+        heap.update_direct(class);
+    }
+}
+
+/// Takes a page out of its queue because it has no free block left; the
+/// owner's next free into it takes the slow path (`FULL_FLAG`).
+pub fn mark_full(heap: &Heap, page: &Page) {
+    let class = page.class.get() as usize;
+    heap.queues[class].remove(page);
+    page.heap
+        .store(heap.as_ptr() as usize | FULL_FLAG, Ordering::Relaxed);
+}
+
+/// All blocks of the page are free. Keep it if it is its class's only page
+/// (a program that allocates and frees one object in a loop must not make
+/// the core map and unmap), else give its span back to the core.
+pub fn page_emptied(heap: &Heap, page: &Page, core: &mut CoreAccess) {
+    let class = page.class.get() as usize;
+    let queue = &heap.queues[class];
+    let this = page as *const Page as *mut Page;
+    if queue.first.get() == this && page.next.get().is_null() {
+        return;
+    }
+    retire(heap, page, core);
+}
+
+/// Gives an empty page's span back to the core.
+fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess) {
+    let class = page.class.get() as usize;
+    if page.in_queue.get() {
+        let queue = &heap.queues[class];
+        let was_first = queue.first.get() == page as *const Page as *mut Page;
+        queue.remove(page);
+        if was_first {
+            heap.update_direct(class);
+        }
+    }
+    page.free.set(core::ptr::null_mut());
+    page.local_free.set(core::ptr::null_mut());
+    let span = page as *const Page as *mut Page;
+    core.with(|core| core.free_page_span(span));
+}
+
+/// At thread exit: collect the inbox and give every empty page back, so an
+/// orphaned heap holds only pages with live blocks.
+pub fn release_empty_pages(heap: &Heap, core: &mut Core) -> Result<(), usize> {
+    let mut access = CoreAccess::Held(core);
+    collect_inbox(heap, &mut access)?;
+    for class in 0..heap.queues.len() {
+        let mut page = heap.queues[class].first.get();
+        while !page.is_null() {
+            // SAFETY: queued pages are live descriptors owned by this heap.
+            let p = unsafe { &*page };
+            let next = p.next.get();
+            if p.used.get() == 0 {
+                retire(heap, p, &mut access);
+            } else {
+                page_ops::collect_local(p);
+            }
+            page = next;
+        }
+    }
+    Ok(())
+}

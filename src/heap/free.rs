@@ -1,0 +1,223 @@
+//! Freeing, and the ownership checks every pointer passes first.
+//!
+//! A pointer is trusted only after the region map says CMA owns its chunk,
+//! the page descriptor (out of line, in the segment header) says it is the
+//! start of a carved block, and the block is not already tagged free. The
+//! fast path does exactly these checks for a block of the calling thread's
+//! own heap; everything else (other threads' blocks, full or emptied pages,
+//! large and huge blocks, errors) goes to `free_checked`.
+
+use core::sync::atomic::Ordering;
+
+use crate::backend::page::{FULL_FLAG, Page, PageKind};
+use crate::backend::region_map::{self, Region};
+use crate::backend::segment::Segment;
+use crate::backend::{self, huge};
+use crate::config::MIN_ALIGN;
+use crate::diag::{self, Call, HeapError};
+use crate::heap::block::{Block, tag_of};
+use crate::heap::collect::{self, CoreAccess};
+use crate::heap::heap::{Heap, SHARED_COUNTERS};
+use crate::heap::thread;
+use crate::tls;
+
+/// free's fast path: a block of the calling thread's heap, in a page that
+/// is neither full nor about to become empty.
+///
+/// # Safety
+/// Any pointer value may be passed: invalid ones end the process with a
+/// diagnostic naming `call`.
+#[inline(always)]
+pub unsafe fn free(ptr: *mut u8, call: Call) {
+    let addr = ptr as usize;
+    if region_map::is_segment(addr) {
+        // SAFETY: the chunk is one of our segments, whose header is mapped.
+        let page = unsafe { &*Segment::page_of(addr) };
+        let heap = tls::heap();
+        if page.heap.load(Ordering::Relaxed) == heap as usize && page.is_block_start(addr) {
+            let block = addr as *mut Block;
+            // SAFETY: `addr` is a carved block of a page owned by this thread.
+            if !unsafe { (*block).is_tagged_free() } {
+                // SAFETY: as above.
+                unsafe { (*block).set_free(page.local_free.get()) };
+                page.local_free.set(block);
+                let used = page.used.get() - 1;
+                page.used.set(used);
+                // SAFETY: the page's owner is this thread's heap.
+                unsafe { (*heap).counters.on_free(page.block_size()) };
+                if used != 0 {
+                    return;
+                }
+                // SAFETY: as above.
+                return collect::page_emptied(unsafe { &*heap }, page, &mut CoreAccess::Take);
+            }
+        }
+    }
+    free_slow(ptr, call)
+}
+
+#[inline(never)]
+fn free_slow(ptr: *mut u8, call: Call) {
+    if let Err(error) = free_checked(ptr) {
+        diag::fatal(call, ptr as usize, error);
+    }
+}
+
+/// Frees `ptr` (null is fine), or reports why it cannot be freed; on an
+/// error nothing changes and no lock is held.
+pub fn free_checked(ptr: *mut u8) -> Result<(), HeapError> {
+    let addr = ptr as usize;
+    if addr == 0 {
+        return Ok(());
+    }
+    let _errno = crate::os::errno::ErrnoGuard::save();
+    match locate(addr)? {
+        Location::Small(page) => free_small(page, addr),
+        Location::Large(page) => {
+            let size = backend::lock().free_large(page, addr)?;
+            count_free(size);
+            Ok(())
+        }
+        Location::Huge => {
+            let (base, len, usable) = huge::detach(&mut backend::lock().freed_huge, addr)?;
+            huge::release(base, len);
+            count_free(usable);
+            Ok(())
+        }
+    }
+}
+
+/// Where a pointer lives, once found to be inside CMA's memory.
+pub enum Location {
+    /// A carved block of a small page (maybe free: check its tag).
+    Small(&'static Page),
+    /// In a large span (validated under the lock).
+    Large(*mut Page),
+    /// In a huge mapping (validated under the lock).
+    Huge,
+}
+
+pub fn locate(addr: usize) -> Result<Location, HeapError> {
+    match region_map::lookup(addr) {
+        Region::Segment => {
+            // SAFETY: the chunk is one of our segments, whose header is mapped.
+            let page: &'static Page = unsafe { &*Segment::page_of(addr) };
+            match page.kind() {
+                PageKind::Small if page.is_block_start(addr) => Ok(Location::Small(page)),
+                PageKind::Small | PageKind::None => Err(HeapError::InvalidPointer),
+                PageKind::Large => Ok(Location::Large(page as *const Page as *mut Page)),
+                PageKind::Free if addr % MIN_ALIGN == 0 => Err(HeapError::DoubleFree),
+                PageKind::Free => Err(HeapError::InvalidPointer),
+            }
+        }
+        Region::HugeHead | Region::HugeTail => Ok(Location::Huge),
+        Region::Foreign => {
+            if addr % MIN_ALIGN == 0 && backend::lock().freed_huge.contains(addr) {
+                Err(HeapError::DoubleFree)
+            } else {
+                Err(HeapError::InvalidPointer)
+            }
+        }
+    }
+}
+
+/// Frees a carved block of a small page: locally if the calling thread
+/// owns the page, else into the owner's inbox.
+fn free_small(page: &Page, addr: usize) -> Result<(), HeapError> {
+    let block = addr as *mut Block;
+    let owner = page.heap.load(Ordering::Relaxed) & !FULL_FLAG;
+    let me = tls::heap();
+    let size = page.block_size();
+    if owner == me as usize {
+        // SAFETY: a carved block of a page this thread owns.
+        if unsafe { (*block).is_tagged_free() } {
+            return Err(HeapError::DoubleFree);
+        }
+        // SAFETY: `me` is this thread's heap (it owns the page).
+        let heap = unsafe { &*me };
+        heap.counters.on_free(size);
+        collect::free_to_page(heap, page, block, &mut CoreAccess::Take);
+        return Ok(());
+    }
+    // Another heap's block. Claim it by swapping in the free tag, so two
+    // racing frees of one block cannot both succeed.
+    // SAFETY: a carved block of one of our pages; its tag word is only
+    // accessed atomically while the block may be contended.
+    let tag = unsafe { &(*block).tag };
+    let current = tag.load(Ordering::Relaxed);
+    if current == tag_of(addr)
+        || tag
+            .compare_exchange(current, tag_of(addr), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return Err(HeapError::DoubleFree);
+    }
+    // SAFETY: heaps are never unmapped, so the owner pointer stays valid even
+    // if its thread has exited.
+    push_to_inbox(unsafe { &*(owner as *const Heap) }, block);
+    count_free(size);
+    Ok(())
+}
+
+/// Leaves a block in another heap's inbox (a lock-free stack).
+fn push_to_inbox(owner: &Heap, block: *mut Block) {
+    let mut head = owner.inbox.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: we own the claimed block until it is published.
+        unsafe { (*block).link = crate::heap::block::encode(head) };
+        match owner.inbox.compare_exchange_weak(
+            head,
+            block as usize,
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(current) => head = current,
+        }
+    }
+}
+
+/// Counts a free of `size` usable bytes on the calling thread's counters.
+fn count_free(size: usize) {
+    let heap = tls::heap();
+    if heap.is_null() || heap == thread::dead_heap() {
+        SHARED_COUNTERS.on_free_shared(size);
+    } else {
+        // SAFETY: the calling thread's own heap.
+        unsafe { (*heap).counters.on_free(size) };
+    }
+}
+
+/// Counts a block resized in place from `old` to `new` usable bytes.
+pub fn count_resize(old: usize, new: usize) {
+    let delta = new as i64 - old as i64;
+    let heap = tls::heap();
+    if heap.is_null() || heap == thread::dead_heap() {
+        SHARED_COUNTERS.bytes.fetch_add(delta, Ordering::Relaxed);
+    } else {
+        // SAFETY: the calling thread's own heap.
+        let bytes = unsafe { &(*heap).counters.bytes };
+        bytes.store(bytes.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
+    }
+}
+
+/// Returns the usable size of the live block `ptr`, or why it is not one.
+pub fn usable_size(ptr: *const u8) -> Result<usize, HeapError> {
+    let addr = ptr as usize;
+    match locate(addr)? {
+        Location::Small(page) => {
+            let block = addr as *const Block;
+            // SAFETY: a carved block of one of our pages.
+            if unsafe { (*block).is_tagged_free() } {
+                Err(HeapError::DoubleFree)
+            } else {
+                Ok(page.block_size())
+            }
+        }
+        Location::Large(page) => {
+            let _core = backend::lock();
+            backend::validate_large(page, addr)
+        }
+        Location::Huge => huge::usable_size(&backend::lock().freed_huge, addr),
+    }
+}

@@ -1,0 +1,259 @@
+//! A heap: what one thread allocates from without locks. It owns pages of
+//! every size class (each class a queue, the first page the current one), a
+//! direct table from small request sizes to the current page, an inbox where
+//! other threads leave the blocks of this heap they free, and counters.
+
+use core::ptr;
+use core::sync::atomic::{AtomicI64, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+use crate::backend::page::{Owned, Page};
+use crate::heap::size_class::{CLASS_COUNT, DIRECT_SLOTS, direct_slot_range};
+
+/// The descriptor every empty direct-table entry points to: it has no free
+/// blocks, so the fast path falls through to the slow path without a check.
+pub struct EmptyPage(pub Page);
+// SAFETY: the empty page is never written: its free list stays null.
+unsafe impl Sync for EmptyPage {}
+pub static EMPTY_PAGE: EmptyPage = EmptyPage(Page::empty());
+
+#[inline(always)]
+pub fn empty_page() -> *mut Page {
+    &EMPTY_PAGE.0 as *const Page as *mut Page
+}
+
+/// Allocation counters. Written only by the owning thread (a relaxed load
+/// and store, no read-modify-write on the fast path); read by anyone.
+#[repr(C)]
+pub struct Counters {
+    pub allocs: AtomicU64,
+    pub frees: AtomicU64,
+    /// Usable bytes allocated minus freed through this heap (may be negative
+    /// when this thread frees other threads' blocks).
+    pub bytes: AtomicI64,
+}
+
+impl Counters {
+    pub const fn new() -> Counters {
+        Counters {
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            bytes: AtomicI64::new(0),
+        }
+    }
+
+    #[inline(always)]
+    pub fn on_alloc(&self, size: usize) {
+        self.allocs
+            .store(self.allocs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.bytes.store(
+            self.bytes.load(Ordering::Relaxed) + size as i64,
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline(always)]
+    pub fn on_free(&self, size: usize) {
+        self.frees
+            .store(self.frees.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.bytes.store(
+            self.bytes.load(Ordering::Relaxed) - size as i64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// For counters shared by several threads (see `SHARED_COUNTERS`).
+    pub fn on_alloc_shared(&self, size: usize) {
+        self.allocs.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(size as i64, Ordering::Relaxed);
+    }
+
+    pub fn on_free_shared(&self, size: usize) {
+        self.frees.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(size as i64, Ordering::Relaxed);
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Counters {
+        Counters::new()
+    }
+}
+
+/// Counters of threads that have no heap of their own (not yet allocated,
+/// or past their exit): updated with atomic read-modify-writes.
+pub static SHARED_COUNTERS: Counters = Counters::new();
+
+/// Pages of one size class with (possibly) free blocks; the first is the one
+/// allocated from.
+#[repr(C)]
+pub struct PageQueue {
+    pub first: Owned<*mut Page>,
+    pub last: Owned<*mut Page>,
+}
+
+impl PageQueue {
+    pub const fn new() -> PageQueue {
+        PageQueue {
+            first: Owned::new(ptr::null_mut()),
+            last: Owned::new(ptr::null_mut()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.get().is_null()
+    }
+
+    pub fn push_front(&self, page: &Page) {
+        let p = page as *const Page as *mut Page;
+        page.prev.set(ptr::null_mut());
+        page.next.set(self.first.get());
+        if self.first.get().is_null() {
+            self.last.set(p);
+        } else {
+            // SAFETY: queued pages are live descriptors owned by this heap.
+            unsafe { (*self.first.get()).prev.set(p) };
+        }
+        self.first.set(p);
+        page.in_queue.set(true);
+    }
+
+    pub fn push_back(&self, page: &Page) {
+        let p = page as *const Page as *mut Page;
+        page.next.set(ptr::null_mut());
+        page.prev.set(self.last.get());
+        if self.last.get().is_null() {
+            self.first.set(p);
+        } else {
+            // SAFETY: queued pages are live descriptors owned by this heap.
+            unsafe { (*self.last.get()).next.set(p) };
+        }
+        self.last.set(p);
+        page.in_queue.set(true);
+    }
+
+    pub fn remove(&self, page: &Page) {
+        let (prev, next) = (page.prev.get(), page.next.get());
+        if prev.is_null() {
+            self.first.set(next);
+        } else {
+            // SAFETY: queued pages are live descriptors owned by this heap.
+            unsafe { (*prev).next.set(next) };
+        }
+        if next.is_null() {
+            self.last.set(prev);
+        } else {
+            // SAFETY: as above.
+            unsafe { (*next).prev.set(prev) };
+        }
+        page.next.set(ptr::null_mut());
+        page.prev.set(ptr::null_mut());
+        page.in_queue.set(false);
+    }
+
+    /// Moves a queued page to the front.
+    pub fn move_to_front(&self, page: &Page) {
+        if self.first.get() != page as *const Page as *mut Page {
+            self.remove(page);
+            self.push_front(page);
+        }
+    }
+}
+
+impl Default for PageQueue {
+    fn default() -> PageQueue {
+        PageQueue::new()
+    }
+}
+
+/// Lifecycle of a heap structure (heaps are never unmapped, only reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HeapState {
+    /// Owned by a live thread.
+    Live = 0,
+    /// Its thread exited; waiting in the core to be adopted by a new thread.
+    Orphaned = 1,
+    /// Left behind in a forked child by a thread that does not exist there;
+    /// never adopted (its state may be mid-update), only freed into.
+    Lost = 2,
+    /// Special heaps of the core (see `heap::thread`).
+    Special = 3,
+}
+
+#[repr(C)]
+pub struct Heap {
+    /// Current page for each small request size (`direct_slot`).
+    pub direct: [Owned<*mut Page>; DIRECT_SLOTS],
+    pub counters: Counters,
+    /// Pages with free blocks, per size class.
+    pub queues: [PageQueue; CLASS_COUNT],
+    pub state: AtomicU8,
+    /// Kernel id of the owning thread (diagnostics, stats).
+    pub thread_id: AtomicU64,
+    /// Every heap ever created, linked once and never unlinked.
+    pub registry_next: AtomicPtr<Heap>,
+    /// The core's list of orphaned heaps (under the core lock).
+    pub orphan_next: AtomicPtr<Heap>,
+    /// Pseudo-random state for secure mode's shuffled free lists.
+    pub rng: Owned<u64>,
+    _pad: [u8; 64],
+    /// Blocks of this heap freed by other threads: a lock-free stack of
+    /// encoded links, pushed by anyone, taken whole by the owner.
+    pub inbox: AtomicUsize,
+    _pad_after: [u8; 56],
+}
+
+impl Heap {
+    pub const fn new() -> Heap {
+        Heap {
+            direct: [const { Owned::new(&EMPTY_PAGE.0 as *const Page as *mut Page) }; DIRECT_SLOTS],
+            counters: Counters::new(),
+            queues: [const { PageQueue::new() }; CLASS_COUNT],
+            state: AtomicU8::new(HeapState::Live as u8),
+            thread_id: AtomicU64::new(0),
+            registry_next: AtomicPtr::new(ptr::null_mut()),
+            orphan_next: AtomicPtr::new(ptr::null_mut()),
+            rng: Owned::new(0),
+            _pad: [0; 64],
+            inbox: AtomicUsize::new(0),
+            _pad_after: [0; 56],
+        }
+    }
+
+    pub fn state(&self) -> HeapState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => HeapState::Live,
+            1 => HeapState::Orphaned,
+            2 => HeapState::Lost,
+            _ => HeapState::Special,
+        }
+    }
+
+    pub fn set_state(&self, state: HeapState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Points the direct-table entries of `class` at its current page (or
+    /// the empty page). Classes above the table's range have no entries.
+    pub fn update_direct(&self, class: usize) {
+        let first = self.queues[class].first.get();
+        let page = if first.is_null() { empty_page() } else { first };
+        let (lo, hi) = direct_slot_range(class);
+        if lo >= DIRECT_SLOTS {
+            return;
+        }
+        for slot in &self.direct[lo..=hi.min(DIRECT_SLOTS - 1)] {
+            slot.set(page);
+        }
+    }
+
+    pub fn as_ptr(&self) -> *mut Heap {
+        self as *const Heap as *mut Heap
+    }
+}
+
+impl Default for Heap {
+    fn default() -> Heap {
+        Heap::new()
+    }
+}

@@ -1,0 +1,15 @@
+//! The thread front end: per-thread heaps in front of the locked core, with
+//! the malloc and free fast paths.
+
+pub mod alloc;
+pub mod block;
+pub mod collect;
+pub mod free;
+#[allow(clippy::module_inception)]
+pub mod heap;
+pub mod page_ops;
+pub mod realloc;
+pub mod size_class;
+pub mod thread;
+
+pub use heap::Heap;

@@ -1,0 +1,98 @@
+//! realloc: in place when the block's size class, its span's neighbours or
+//! its mapping allow, else allocate, copy and free. A failed realloc leaves
+//! the old block intact.
+
+use core::ptr;
+
+use crate::backend::{self, huge};
+use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN};
+use crate::diag::HeapError;
+use crate::heap::alloc;
+use crate::heap::block::Block;
+use crate::heap::free::{self, Location, count_resize, locate};
+use crate::settings;
+
+pub enum ReallocError {
+    /// `ptr` is not a live block.
+    Heap(HeapError),
+    /// No memory (or over the limit); the old block is untouched.
+    OutOfMemory,
+}
+
+impl From<HeapError> for ReallocError {
+    fn from(error: HeapError) -> ReallocError {
+        ReallocError::Heap(error)
+    }
+}
+
+/// Resizes the live block `ptr` (not null) to `size` bytes (not 0).
+pub fn realloc(ptr: *mut u8, size: usize) -> Result<*mut u8, ReallocError> {
+    let addr = ptr as usize;
+    let location = locate(addr)?;
+    let usable = match location {
+        Location::Small(page) => {
+            // SAFETY: a carved block of one of our pages.
+            if unsafe { (*(addr as *const Block)).is_tagged_free() } {
+                return Err(HeapError::DoubleFree.into());
+            }
+            page.block_size()
+        }
+        Location::Large(page) => {
+            let mut core = backend::lock();
+            let usable = backend::validate_large(page, addr)?;
+            if size > MEDIUM_MAX
+                && size <= LARGE_MAX
+                && size <= settings::size_limit()
+                && core.resize_large(page, size)
+            {
+                // SAFETY: a live large span head, under the lock.
+                let new_usable = unsafe { (*page).block_size() };
+                drop(core);
+                count_resize(usable, new_usable);
+                return Ok(ptr);
+            }
+            usable
+        }
+        Location::Huge => {
+            let usable = huge::usable_size(&backend::lock().freed_huge, addr)?;
+            if size > LARGE_MAX && size <= settings::size_limit() {
+                return resize_huge(ptr, usable, size);
+            }
+            usable
+        }
+    };
+    if size > settings::size_limit() {
+        return Err(ReallocError::OutOfMemory);
+    }
+    if size <= usable && size > usable / 2 {
+        return Ok(ptr);
+    }
+    let new = alloc::allocate(size, MIN_ALIGN, false);
+    if new.is_null() {
+        return Err(ReallocError::OutOfMemory);
+    }
+    // SAFETY: both blocks are live and at least `min(usable, size)` long.
+    unsafe { ptr::copy_nonoverlapping(ptr, new, usable.min(size)) };
+    free::free_checked(ptr)?;
+    Ok(new)
+}
+
+/// Grows or shrinks a huge mapping, moving its pages (not copying bytes)
+/// when it cannot grow where it is.
+fn resize_huge(ptr: *mut u8, usable: usize, size: usize) -> Result<*mut u8, ReallocError> {
+    if size <= usable && size > usable / 2 {
+        return Ok(ptr);
+    }
+    let (base, map_len, _) = huge::detach(&mut backend::lock().freed_huge, ptr as usize)?;
+    let user = ptr as usize;
+    let (new_base, new_len, new_user) = match huge::resize(base, map_len, user, size) {
+        Some(resized) => resized,
+        None => {
+            huge::reattach(&mut backend::lock().freed_huge, base, map_len, user);
+            return Err(ReallocError::OutOfMemory);
+        }
+    };
+    huge::reattach(&mut backend::lock().freed_huge, new_base, new_len, new_user);
+    count_resize(usable, new_len - (new_user - new_base));
+    Ok(new_user as *mut u8)
+}

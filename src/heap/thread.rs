@@ -1,0 +1,140 @@
+//! Thread lifecycle of heaps: a thread gets its heap on its first
+//! allocation (adopting an exited thread's heap when one is waiting), and
+//! gives it back to the core when it exits, through a pthread key destructor.
+//! After that, the thread's allocations go through the core under its lock.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::backend::{self, Core};
+use crate::diag;
+use crate::heap::collect;
+use crate::heap::heap::{Heap, HeapState};
+use crate::tls;
+
+/// A heap in static memory.
+pub struct StaticHeap(pub Heap);
+// SAFETY: the special heaps are only mutated under the core lock (CORE_HEAP)
+// or never (DEAD_HEAP).
+unsafe impl Sync for StaticHeap {}
+
+/// The heap pointer of threads past their exit destructor. It owns no pages
+/// and its direct table is empty, so their mallocs all reach the slow path,
+/// which serves them from `CORE_HEAP`.
+pub static DEAD_HEAP: StaticHeap = StaticHeap(Heap::new());
+
+/// The heap the core allocates from, under its lock, for threads without a
+/// heap of their own. Its pages' owner never equals any thread's heap
+/// pointer, so every free of its blocks goes through its inbox.
+pub static CORE_HEAP: StaticHeap = StaticHeap(Heap::new());
+
+#[inline]
+pub fn dead_heap() -> *mut Heap {
+    DEAD_HEAP.0.as_ptr()
+}
+
+#[inline]
+pub fn core_heap() -> &'static Heap {
+    &CORE_HEAP.0
+}
+
+static EXIT_KEY: AtomicU32 = AtomicU32::new(0);
+static EXIT_KEY_READY: AtomicBool = AtomicBool::new(false);
+
+/// Registers the special heaps for statistics. Part of initialisation.
+pub fn register_special_heaps() {
+    DEAD_HEAP.0.set_state(HeapState::Special);
+    CORE_HEAP.0.set_state(HeapState::Special);
+    backend::registry::register(CORE_HEAP.0.as_ptr());
+}
+
+/// Creates the pthread key whose destructor releases a thread's heap, and
+/// attaches the calling thread's heap to it. Called once, early (glibc
+/// allocates key storage with calloc beyond the first 32 keys).
+pub fn create_exit_key() {
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: `key` is a valid out-pointer; the destructor is a C-ABI fn.
+    if unsafe { libc::pthread_key_create(&mut key, Some(on_thread_exit)) } != 0 {
+        diag::warn(&[b"cannot create the thread-exit key; exiting threads keep their memory"]);
+        return;
+    }
+    EXIT_KEY.store(key, Ordering::Relaxed);
+    EXIT_KEY_READY.store(true, Ordering::Release);
+    let heap = tls::heap();
+    if !heap.is_null() && heap != dead_heap() {
+        attach_exit_key(heap);
+    }
+}
+
+fn attach_exit_key(heap: *mut Heap) {
+    if EXIT_KEY_READY.load(Ordering::Acquire) {
+        // SAFETY: the key was created; a non-null value makes glibc call the
+        // destructor at thread exit.
+        unsafe {
+            libc::pthread_setspecific(EXIT_KEY.load(Ordering::Relaxed), heap as *const c_void)
+        };
+    }
+}
+
+/// Returns the calling thread's heap, giving it one first if it has none.
+/// Returns null when no heap can be had (out of memory, or the thread is
+/// past its exit): the caller then allocates through the core.
+#[cold]
+pub fn acquire() -> *mut Heap {
+    let heap = tls::heap();
+    if !heap.is_null() {
+        return if heap == dead_heap() {
+            core::ptr::null_mut()
+        } else {
+            heap
+        };
+    }
+    crate::init::ensure();
+    let heap = backend::lock().registry.acquire();
+    if heap.is_null() {
+        return heap;
+    }
+    // SAFETY: the registry hands out valid heaps, now exclusively ours.
+    unsafe {
+        (*heap)
+            .thread_id
+            .store(diag::current_thread_id(), Ordering::Relaxed)
+    };
+    tls::set_heap(heap);
+    attach_exit_key(heap);
+    heap
+}
+
+/// The pthread key destructor: from here on the thread allocates through
+/// the core, and its heap, emptied of what can be returned, waits for a new
+/// thread to adopt it.
+extern "C" fn on_thread_exit(value: *mut c_void) {
+    let heap = value as *mut Heap;
+    if heap.is_null() || heap == dead_heap() {
+        return;
+    }
+    tls::set_heap(dead_heap());
+    let _errno = crate::os::errno::ErrnoGuard::save();
+    let mut core = backend::lock();
+    // SAFETY: the exiting thread's own heap; no other thread uses it as owner.
+    let h = unsafe { &*heap };
+    if let Err(block) = collect::release_empty_pages(h, &mut core) {
+        drop(core);
+        diag::fatal(diag::Call::Free, block, diag::HeapError::Corrupted);
+    }
+    core.registry.orphan(heap);
+}
+
+/// Fork support: in the child, only the forking thread exists.
+pub fn after_fork_in_child(core: &mut Core) {
+    let heap = tls::heap();
+    core.registry.lose_other_threads_heaps(heap);
+    if !heap.is_null() && heap != dead_heap() {
+        // SAFETY: the child's only thread owns this heap.
+        unsafe {
+            (*heap)
+                .thread_id
+                .store(diag::current_thread_id(), Ordering::Relaxed)
+        };
+    }
+}
