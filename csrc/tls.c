@@ -4,13 +4,18 @@
  * thread may call malloc through __tls_get_addr). Initial-exec TLS lives in
  * the static TLS block set up when the thread starts: reading it is one
  * instruction and can never allocate.
+ *
+ * Keep in sync with `ThreadState` in src/tls.rs.
  */
+#include <stddef.h>
 #include <stdint.h>
 
 struct cma_tls {
     void *heap;          /* the thread's heap, NULL until its first allocation */
+    size_t fast_bound;   /* malloc sizes below this take the fast path; 0 until
+                            the thread has a heap, and again after it exits */
     uint32_t last_error; /* CmaError of the thread's last cma_* call */
-    uint32_t flags;      /* reserved for the thread-lifecycle state */
+    uint32_t flags;      /* reserved */
 };
 
 __attribute__((tls_model("initial-exec"), visibility("hidden")))

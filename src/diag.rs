@@ -15,8 +15,6 @@ pub enum HeapError {
     DoubleFree,
     /// CMA's metadata or a free block's link was damaged.
     Corrupted,
-    /// The bytes after a block's requested size were overwritten.
-    Overflow,
 }
 
 impl HeapError {
@@ -25,7 +23,6 @@ impl HeapError {
             HeapError::InvalidPointer => "invalid pointer",
             HeapError::DoubleFree => "double free",
             HeapError::Corrupted => "corrupted heap metadata",
-            HeapError::Overflow => "buffer overflow past the end of the block",
         }
     }
 }
@@ -41,7 +38,6 @@ pub enum Call {
     CmaFree,
     CmaRealloc,
     CmaBlockSize,
-    OperatorDelete,
 }
 
 impl Call {
@@ -55,7 +51,6 @@ impl Call {
             Call::CmaFree => "cma_free",
             Call::CmaRealloc => "cma_realloc",
             Call::CmaBlockSize => "cma_block_size",
-            Call::OperatorDelete => "operator delete",
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use core::sync::atomic::{AtomicU8, Ordering};
 
-use crate::backend::{self, huge};
+use crate::backend::{self, huge, segment};
 use crate::config::OS_PAGE_SIZE;
 use crate::diag;
 use crate::heap::{block, thread};
@@ -55,7 +55,7 @@ fn stage_one() {
     let seed = random::seed();
     block::init_keys(seed);
     huge::init_secret(random::mix64(seed ^ 0x6875_6765) as usize);
-    backend::lock().spans.cookie_secret = random::mix64(seed ^ 0x7365_676d) as usize;
+    segment::init_secret(random::mix64(seed ^ 0x7365_676d) as usize);
     settings::load();
     thread::register_special_heaps();
 }

@@ -17,14 +17,16 @@
 // panic = "abort") and for the tests.
 extern crate std;
 
-pub mod api;
-pub mod backend;
-pub mod config;
-pub mod diag;
-pub mod heap;
-pub mod init;
-pub mod os;
-pub mod settings;
-pub mod stats;
+mod api;
+mod backend;
+mod config;
+mod diag;
+mod heap;
+mod init;
+mod os;
+mod settings;
+mod stats;
 pub mod sync;
-pub mod tls;
+mod tls;
+
+pub use api::error::CmaError;

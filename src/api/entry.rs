@@ -22,7 +22,7 @@ fn code_of(error: HeapError) -> CmaError {
     match error {
         HeapError::InvalidPointer => CmaError::CmaErrorInvalidPointer,
         HeapError::DoubleFree => CmaError::CmaErrorDoubleFree,
-        HeapError::Corrupted | HeapError::Overflow => CmaError::CmaErrorCorrupted,
+        HeapError::Corrupted => CmaError::CmaErrorCorrupted,
     }
 }
 
@@ -59,14 +59,21 @@ pub unsafe fn free_or_die(ptr: *mut c_void, call: Call) {
     unsafe { free::free(ptr.cast(), call) }
 }
 
+/// No memory for the request (or it is over the limit).
+pub struct OutOfMemory;
+
 /// realloc with glibc semantics (`realloc(p, 0)` frees and returns NULL).
-/// Invalid pointers end the process; `Err(())` means out of memory with the
-/// old block intact.
-pub fn realloc_or_die(ptr: *mut c_void, size: usize, call: Call) -> Result<*mut c_void, ()> {
+/// Invalid pointers end the process; on `OutOfMemory` the old block is
+/// intact.
+pub fn realloc_or_die(
+    ptr: *mut c_void,
+    size: usize,
+    call: Call,
+) -> Result<*mut c_void, OutOfMemory> {
     if ptr.is_null() {
         let block = alloc::allocate(size, MIN_ALIGN, false);
         return if block.is_null() {
-            Err(())
+            Err(OutOfMemory)
         } else {
             Ok(block.cast())
         };
@@ -78,7 +85,7 @@ pub fn realloc_or_die(ptr: *mut c_void, size: usize, call: Call) -> Result<*mut 
     }
     match realloc::realloc(ptr.cast(), size) {
         Ok(block) => Ok(block.cast()),
-        Err(ReallocError::OutOfMemory) => Err(()),
+        Err(ReallocError::OutOfMemory) => Err(OutOfMemory),
         Err(ReallocError::Heap(error)) => diag::fatal(call, ptr as usize, error),
     }
 }
@@ -98,7 +105,11 @@ pub fn usable_size_or_die(ptr: *const c_void, call: Call) -> usize {
 // ---- the CMA API -----------------------------------------------------------
 
 pub fn cma_malloc(size: usize) -> *mut c_void {
-    record_alloc(alloc::malloc(size))
+    record_alloc(alloc::malloc(size, allocate_aligned_16))
+}
+
+fn allocate_aligned_16(size: usize) -> *mut u8 {
+    alloc::allocate(size, MIN_ALIGN, false)
 }
 
 pub fn cma_calloc(count: usize, size: usize) -> *mut c_void {
@@ -119,7 +130,7 @@ pub unsafe fn cma_realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
             record(CmaError::CmaOk);
             block
         }
-        Err(()) => {
+        Err(OutOfMemory) => {
             record(CmaError::CmaErrorOutOfMemory);
             ptr::null_mut()
         }
@@ -190,7 +201,7 @@ pub unsafe fn cma_memdup(src: *const c_void, n: usize) -> *mut c_void {
         record(CmaError::CmaErrorInvalidArgument);
         return ptr::null_mut();
     }
-    let block = alloc::malloc(n);
+    let block = alloc::malloc(n, allocate_aligned_16);
     if !block.is_null() && n > 0 {
         // SAFETY: `src` is readable for n bytes (caller), `block` writable.
         unsafe { ptr::copy_nonoverlapping(src.cast::<u8>(), block, n) };
@@ -236,6 +247,7 @@ pub unsafe fn cma_get_extended_stats(
 
 pub fn cma_set_alloc_limit(limit: usize) {
     settings::set_alloc_limit(limit);
+    crate::heap::thread::refresh_fast_bounds();
     record(CmaError::CmaOk);
 }
 

@@ -14,11 +14,16 @@ use crate::heap::alloc;
 
 #[unsafe(no_mangle)]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    let block = alloc::malloc(size);
+    alloc::malloc(size, malloc_slow).cast()
+}
+
+#[inline(never)]
+fn malloc_slow(size: usize) -> *mut u8 {
+    let block = alloc::allocate(size, MIN_ALIGN, false);
     if block.is_null() {
-        return out_of_memory();
+        return out_of_memory().cast();
     }
-    block.cast()
+    block
 }
 
 /// # Safety
@@ -48,7 +53,7 @@ pub extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
 pub unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
     match entry::realloc_or_die(ptr, size, Call::Realloc) {
         Ok(block) => block,
-        Err(()) => out_of_memory(),
+        Err(entry::OutOfMemory) => out_of_memory(),
     }
 }
 

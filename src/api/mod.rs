@@ -4,5 +4,5 @@
 pub mod cma;
 pub mod entry;
 pub mod error;
-#[cfg(all(feature = "override", not(loom), not(test)))]
+#[cfg(all(feature = "override", not(loom)))]
 pub mod malloc_family;

@@ -48,7 +48,7 @@ impl Core {
     }
 
     /// Gives a page's span back.
-    pub fn free_page_span(&mut self, page: *mut Page) {
+    pub fn free_page_span(&mut self, page: &Page) {
         self.spans.free(page);
     }
 
@@ -71,7 +71,7 @@ impl Core {
     }
 
     /// Frees the large block at `addr` whose span head is `page`.
-    pub fn free_large(&mut self, page: *mut Page, addr: usize) -> Result<usize, HeapError> {
+    pub fn free_large(&mut self, page: &Page, addr: usize) -> Result<usize, HeapError> {
         let size = validate_large(page, addr)?;
         self.large_count -= 1;
         self.large_bytes -= size;
@@ -81,17 +81,15 @@ impl Core {
 
     /// Resizes a large block in place to hold `new_size` bytes, by freeing
     /// its tail or taking the free slices after it. Returns success.
-    pub fn resize_large(&mut self, page: *mut Page, new_size: usize) -> bool {
-        // SAFETY: a validated large span head, under the lock.
-        let head = unsafe { &*page };
+    pub fn resize_large(&mut self, head: &Page, new_size: usize) -> bool {
         let old_slices = head.slice_count();
         let new_slices = new_size.max(1).div_ceil(SLICE_SIZE);
         if new_slices == old_slices {
             return true;
         }
         if new_slices < old_slices {
-            self.spans.shrink(page, new_slices);
-        } else if !self.spans.grow(page, new_slices - old_slices) {
+            self.spans.shrink(head, new_slices);
+        } else if !self.spans.grow(head, new_slices - old_slices) {
             return false;
         }
         let old_bytes = head.block_size();
@@ -114,11 +112,9 @@ fn set_up_large(page: &Page, slices: usize) {
     page.slice_count.store(slices as u32, Ordering::Relaxed);
     page.block_size.store(bytes as u32, Ordering::Relaxed);
     page.start.store(start, Ordering::Relaxed);
-    page.divisor_magic
-        .store(Page::divisor_magic_for(bytes), Ordering::Relaxed);
-    page.carved_bytes.store(bytes as u32, Ordering::Relaxed);
+    page.set_block_check(bytes);
     page.reserved.set(1);
-    page.capacity.set(1);
+    page.set_carved(1);
     page.used.set(1);
     page.heap.store(NO_OWNER, Ordering::Relaxed);
     page.set_kind(PageKind::Large);
@@ -126,9 +122,7 @@ fn set_up_large(page: &Page, slices: usize) {
 
 /// Checks that `addr` is the live large block of span `page`; returns its
 /// usable size. Call with the core lock held.
-pub fn validate_large(page: *mut Page, addr: usize) -> Result<usize, HeapError> {
-    // SAFETY: `page` is a descriptor of a mapped segment.
-    let head = unsafe { &*page };
+pub fn validate_large(head: &Page, addr: usize) -> Result<usize, HeapError> {
     match head.kind() {
         PageKind::Large if head.start() == addr => Ok(head.block_size()),
         PageKind::Large | PageKind::None => Err(HeapError::InvalidPointer),

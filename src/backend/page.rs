@@ -66,10 +66,9 @@ pub struct Page {
     // ---- first cache line: everything the malloc and free fast paths touch
     /// The head descriptor of the span this slice belongs to.
     pub head: AtomicPtr<Page>,
-    /// Blocks ready to hand out.
+    /// Blocks ready to hand out; the owner's frees push here too, so a
+    /// block freed is the next one handed out (warm in the cache).
     pub free: Owned<*mut Block>,
-    /// Blocks the owner freed since `free` was last refilled.
-    pub local_free: Owned<*mut Block>,
     /// Live blocks (including ones freed remotely but not yet collected).
     pub used: Owned<u32>,
     /// Size of each block in bytes (the whole span for a large block).
@@ -78,20 +77,18 @@ pub struct Page {
     pub heap: AtomicUsize,
     /// Address of the first block.
     pub start: AtomicUsize,
-    /// `u64::MAX / block_size + 1`: an offset `n < 2^32` is a multiple of the
-    /// block size exactly when `n * magic < magic` (Lemire's test).
-    pub divisor_magic: AtomicU64,
-    /// Bytes from `start` that have been carved into blocks; no valid block
-    /// lies beyond.
-    pub carved_bytes: AtomicU32,
+    /// Block check (see `is_block_start`): the multiplier, and the limit
+    /// the product must stay under (`capacity * check_unit`).
+    pub check_magic: AtomicU64,
+    pub check_limit: AtomicU64,
+    _pad0: u64,
+
+    // ---- second cache line: queues and span bookkeeping
     pub kind: AtomicU8,
     /// Size class (for `Small` pages).
     pub class: Owned<u8>,
     /// True while linked in its heap's queue.
     pub in_queue: Owned<bool>,
-    _pad0: u8,
-
-    // ---- second cache line: queues and span bookkeeping
     /// Queue links (heap page queues, or core free-span bins).
     pub next: Owned<*mut Page>,
     pub prev: Owned<*mut Page>,
@@ -99,6 +96,9 @@ pub struct Page {
     pub reserved: Owned<u32>,
     /// Blocks carved into the free lists so far.
     pub capacity: Owned<u32>,
+    /// `check_magic * block_size - 2^64`: the product of the block check for
+    /// the offset of block k is `k * check_unit`.
+    pub check_unit: Owned<u64>,
     /// Length of the span in slices (head descriptors only).
     pub slice_count: AtomicU32,
     /// Index of this slice in its segment.
@@ -118,21 +118,21 @@ impl Page {
         Page {
             head: AtomicPtr::new(core::ptr::null_mut()),
             free: Owned::new(core::ptr::null_mut()),
-            local_free: Owned::new(core::ptr::null_mut()),
             used: Owned::new(0),
             block_size: AtomicU32::new(0),
             heap: AtomicUsize::new(NO_OWNER),
             start: AtomicUsize::new(0),
-            divisor_magic: AtomicU64::new(0),
-            carved_bytes: AtomicU32::new(0),
+            check_magic: AtomicU64::new(0),
+            check_limit: AtomicU64::new(0),
+            _pad0: 0,
             kind: AtomicU8::new(PageKind::None as u8),
             class: Owned::new(0),
             in_queue: Owned::new(false),
-            _pad0: 0,
             next: Owned::new(core::ptr::null_mut()),
             prev: Owned::new(core::ptr::null_mut()),
             reserved: Owned::new(0),
             capacity: Owned::new(0),
+            check_unit: Owned::new(0),
             slice_count: AtomicU32::new(0),
             slice_index: 0,
             freed_at_ms: Owned::new(0),
@@ -171,19 +171,38 @@ impl Page {
         self.slice_count.load(Ordering::Relaxed) as usize
     }
 
-    /// True when `addr` is the start of a block carved in this page (which
-    /// may be live or free). Reads only this descriptor, never the block.
+    /// True when `addr` is the start of one of the first `capacity` blocks
+    /// of this page (live or free). Reads only this descriptor, never the
+    /// block. `addr` must lie in the page's span (so the offset is below
+    /// 2^32): one multiplication and one comparison check both that the
+    /// offset is a multiple of the block size and that the block is carved.
+    ///
+    /// Why it works (Lemire, Kaser & Kurz, "Faster remainder by direct
+    /// computation", 2019): with `c = check_magic`, `c * d = 2^64 + e` for
+    /// block size `d` and some `0 < e <= d`. For an offset `n = k * d`, the
+    /// product `n * c mod 2^64` is `k * e`; for any offset not a multiple of
+    /// `d` it is at least `c`, far above every `k * e` of a carved block.
     #[inline(always)]
     pub fn is_block_start(&self, addr: usize) -> bool {
-        let offset = addr.wrapping_sub(self.start());
-        let magic = self.divisor_magic.load(Ordering::Relaxed);
-        offset < self.carved_bytes.load(Ordering::Relaxed) as usize
-            && (offset as u64).wrapping_mul(magic) < magic
+        let offset = addr.wrapping_sub(self.start()) as u64;
+        offset.wrapping_mul(self.check_magic.load(Ordering::Relaxed))
+            < self.check_limit.load(Ordering::Relaxed)
     }
 
-    /// The magic constant of `is_block_start` for `block_size` (≥ 2).
-    pub const fn divisor_magic_for(block_size: usize) -> u64 {
-        u64::MAX / block_size as u64 + 1
+    /// Sets the block check up for blocks of `block_size` bytes, none carved.
+    pub fn set_block_check(&self, block_size: usize) {
+        let d = block_size as u64;
+        let magic = u64::MAX / d + 1 + d.is_power_of_two() as u64;
+        self.check_magic.store(magic, Ordering::Relaxed);
+        self.check_unit.set(magic.wrapping_mul(d));
+        self.check_limit.store(0, Ordering::Relaxed);
+    }
+
+    /// Marks the first `capacity` blocks as carved (for the block check).
+    pub fn set_carved(&self, capacity: usize) {
+        self.capacity.set(capacity as u32);
+        self.check_limit
+            .store(capacity as u64 * self.check_unit.get(), Ordering::Relaxed);
     }
 }
 

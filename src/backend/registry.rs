@@ -5,15 +5,13 @@
 //! heaps can be walked without it.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::heap::heap::{Heap, HeapState};
 use crate::os::mmap;
 
 /// Head of the list of all heaps (through `Heap::registry_next`).
 static ALL_HEAPS: AtomicPtr<Heap> = AtomicPtr::new(ptr::null_mut());
-/// Number of heap structures ever created.
-static HEAP_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// Bytes mapped at a time for heap structures.
 const ARENA_BYTES: usize = 256 * 1024;
@@ -53,24 +51,20 @@ impl Registry {
         }
         let heap = self.carve();
         if !heap.is_null() {
-            register(heap);
+            // SAFETY: `carve` returns an initialised heap that is never unmapped.
+            register(unsafe { &*heap });
         }
         heap
     }
 
     /// Parks the heap of an exited thread until a new thread adopts it.
-    pub fn orphan(&mut self, heap: *mut Heap) {
-        // SAFETY: a registered heap whose thread no longer uses it.
-        let h = unsafe { &*heap };
+    pub fn orphan(&mut self, h: &Heap) {
+        let heap = h.as_ptr();
         h.set_state(HeapState::Orphaned);
         h.thread_id.store(0, Ordering::Relaxed);
         h.orphan_next.store(self.orphans, Ordering::Relaxed);
         self.orphans = heap;
         self.orphan_count += 1;
-    }
-
-    pub fn orphan_count(&self) -> usize {
-        self.orphan_count
     }
 
     /// In a forked child: every heap still owned by a thread other than the
@@ -81,6 +75,7 @@ impl Registry {
             let h = unsafe { &*heap };
             if heap != keep && h.state() == HeapState::Live {
                 h.set_state(HeapState::Lost);
+                h.bound_slot.store(ptr::null_mut(), Ordering::Relaxed);
             }
         });
     }
@@ -112,17 +107,20 @@ impl Default for Registry {
 
 /// Links a heap into the list of all heaps (also used for the core's
 /// special static heaps).
-pub fn register(heap: *mut Heap) {
+pub fn register(heap: &'static Heap) {
     let mut head = ALL_HEAPS.load(Ordering::Relaxed);
     loop {
-        // SAFETY: `heap` is valid forever and not yet visible to readers.
-        unsafe { (*heap).registry_next.store(head, Ordering::Relaxed) };
-        match ALL_HEAPS.compare_exchange_weak(head, heap, Ordering::Release, Ordering::Relaxed) {
+        heap.registry_next.store(head, Ordering::Relaxed);
+        match ALL_HEAPS.compare_exchange_weak(
+            head,
+            heap.as_ptr(),
+            Ordering::Release,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => break,
             Err(current) => head = current,
         }
     }
-    HEAP_COUNT.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Calls `visit` with every heap ever registered. Safe without the lock:
@@ -134,9 +132,4 @@ pub fn for_each_heap(mut visit: impl FnMut(*mut Heap)) {
         // SAFETY: registered heaps are never unmapped.
         heap = unsafe { (*heap).registry_next.load(Ordering::Acquire) };
     }
-}
-
-/// Number of heap structures ever created.
-pub fn heap_count() -> usize {
-    HEAP_COUNT.load(Ordering::Relaxed)
 }

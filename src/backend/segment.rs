@@ -12,6 +12,14 @@ use crate::config::{
 };
 use crate::os::mmap;
 
+/// Secret mixed into segment cookies.
+static SECRET: AtomicUsize = AtomicUsize::new(0x2545_f491_4f6c_dd1d);
+
+/// Sets the cookie secret; before the first segment is created.
+pub fn init_secret(secret: usize) {
+    SECRET.store(secret, Ordering::Relaxed);
+}
+
 #[repr(C)]
 pub struct Segment {
     /// One descriptor per slice; descriptor 0 (the header itself) is unused.
@@ -51,21 +59,9 @@ impl Segment {
         unsafe { (*Segment::slice_page(addr)).head.load(Ordering::Relaxed) }
     }
 
-    /// Address of slice `index` of this segment.
-    #[inline]
-    pub fn slice_address(&self, index: usize) -> usize {
-        self as *const Segment as usize + index * SLICE_SIZE
-    }
-
-    /// Index of the descriptor `page` within its segment.
-    #[inline]
-    pub fn index_of(page: *const Page) -> usize {
-        ((page as usize) & SEGMENT_MASK) / core::mem::size_of::<Page>()
-    }
-
     /// Maps and initialises a segment whose usable slices form one free span
     /// (not yet binned: the caller links it). Returns null when out of memory.
-    pub fn create(cookie_secret: usize) -> *mut Segment {
+    pub fn create() -> *mut Segment {
         let base = mmap::map_aligned(SEGMENT_SIZE, SEGMENT_SIZE);
         if base.is_null() {
             return ptr::null_mut();
@@ -79,8 +75,10 @@ impl Segment {
         // SAFETY: zeroed memory is a valid `Segment` (atomics, cells, raw
         // pointers, integers); nobody else sees it yet.
         let seg = unsafe { &*segment };
-        seg.cookie
-            .store(base as usize ^ cookie_secret, Ordering::Relaxed);
+        seg.cookie.store(
+            base as usize ^ SECRET.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         for page in seg.pages.iter() {
             page.heap.store(NO_OWNER, Ordering::Relaxed);
             page.head
@@ -106,7 +104,8 @@ impl Segment {
     }
 
     /// True when the cookie matches (the header was not overwritten).
-    pub fn cookie_ok(&self, cookie_secret: usize) -> bool {
-        self.cookie.load(Ordering::Relaxed) == self as *const Segment as usize ^ cookie_secret
+    pub fn cookie_ok(&self) -> bool {
+        self.cookie.load(Ordering::Relaxed)
+            == self as *const Segment as usize ^ SECRET.load(Ordering::Relaxed)
     }
 }

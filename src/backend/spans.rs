@@ -21,8 +21,6 @@ pub struct Spans {
     pub empty_segments: usize,
     /// How many empty segments to keep mapped.
     pub keep_empty_segments: usize,
-    /// Secret mixed into segment cookies.
-    pub cookie_secret: usize,
 }
 
 // SAFETY: `Spans` is only reachable through the core's lock.
@@ -37,16 +35,15 @@ impl Spans {
             segment_count: 0,
             empty_segments: 0,
             keep_empty_segments: 1,
-            cookie_secret: 0,
         }
     }
 
     /// Allocates a span of `slices` slices whose first slice index is a
     /// multiple of `align_slices` (a power of two). Returns its head
-    /// descriptor (kind still `Free`: the caller sets it up), or null when
-    /// the OS refuses memory.
+    /// descriptor (kind `None`, so no neighbour merges it before the caller
+    /// sets it up), or null when the OS refuses memory.
     pub fn alloc(&mut self, slices: usize, align_slices: usize) -> *mut Page {
-        debug_assert!(slices >= 1 && slices <= USABLE_SLICES);
+        debug_assert!((1..=USABLE_SLICES).contains(&slices));
         loop {
             if let Some((span, start)) = self.find(slices, align_slices) {
                 return self.carve(span, start, slices);
@@ -59,11 +56,8 @@ impl Spans {
 
     /// Returns a span to the bins, merging it with free neighbours. Empty
     /// segments beyond the ones kept are unmapped.
-    pub fn free(&mut self, span: *mut Page) {
-        // SAFETY: `span` is the head descriptor of a live span of a mapped
-        // segment; the core lock serialises every change to spans.
-        let head = unsafe { &*span };
-        let segment = Segment::of(span as usize);
+    pub fn free(&mut self, head: &Page) {
+        let segment = Segment::of(head as *const Page as usize);
         let mut start = head.slice_index as usize;
         let mut count = head.slice_count();
         // SAFETY: descriptors of the same mapped segment.
@@ -104,23 +98,21 @@ impl Spans {
 
     /// Shrinks the allocated span `span` to its first `keep` slices, freeing
     /// the rest.
-    pub fn shrink(&mut self, span: *mut Page, keep: usize) {
-        // SAFETY: live span head under the core lock.
-        let head = unsafe { &*span };
+    pub fn shrink(&mut self, head: &Page, keep: usize) {
         let count = head.slice_count();
         debug_assert!(keep >= 1 && keep < count);
-        let segment = Segment::of(span as usize);
+        let segment = Segment::of(head as *const Page as usize);
         let start = head.slice_index as usize;
         head.slice_count.store(keep as u32, Ordering::Relaxed);
         let tail = self.set_span(segment, start + keep, count - keep, PageKind::Large);
-        self.free(tail);
+        // SAFETY: `set_span` returns a head descriptor in the mapped segment.
+        self.free(unsafe { &*tail });
     }
 
     /// Grows the allocated span `span` by `extra` slices in place if the
     /// span right after it is free and long enough. Returns success.
-    pub fn grow(&mut self, span: *mut Page, extra: usize) -> bool {
-        // SAFETY: live span head under the core lock.
-        let head = unsafe { &*span };
+    pub fn grow(&mut self, head: &Page, extra: usize) -> bool {
+        let span = head as *const Page as *mut Page;
         let segment = Segment::of(span as usize);
         let start = head.slice_index as usize;
         let count = head.slice_count();
@@ -148,16 +140,6 @@ impl Spans {
             unsafe { (*segment).pages[index].head.store(span, Ordering::Relaxed) };
         }
         true
-    }
-
-    /// Calls `visit` for every segment (under the core lock).
-    pub fn for_each_segment(&self, mut visit: impl FnMut(*mut Segment)) {
-        let mut segment = self.segments;
-        while !segment.is_null() {
-            visit(segment);
-            // SAFETY: segments in the list are mapped until unlinked under the lock.
-            segment = unsafe { (*segment).next.load(Ordering::Relaxed) };
-        }
     }
 
     /// Finds a free span holding an aligned run of `slices`.
@@ -211,7 +193,7 @@ impl Spans {
             unsafe { (*tail).is_zero.set(is_zero) };
             self.bin_push(tail);
         }
-        let taken = self.set_span(segment, start, slices, PageKind::Free);
+        let taken = self.set_span(segment, start, slices, PageKind::None);
         // SAFETY: head descriptor in the segment.
         unsafe { (*taken).is_zero.set(is_zero) };
         taken
@@ -236,7 +218,7 @@ impl Spans {
         head_ref.slice_count.store(count as u32, Ordering::Relaxed);
         head_ref.set_kind(kind);
         head_ref.heap.store(NO_OWNER, Ordering::Relaxed);
-        head_ref.carved_bytes.store(0, Ordering::Relaxed);
+        head_ref.check_limit.store(0, Ordering::Relaxed);
         head
     }
 
@@ -277,7 +259,7 @@ impl Spans {
     }
 
     fn add_segment(&mut self) -> bool {
-        let segment = Segment::create(self.cookie_secret);
+        let segment = Segment::create();
         if segment.is_null() {
             return false;
         }

@@ -20,15 +20,18 @@ use crate::settings;
 use crate::stats;
 use crate::tls;
 
-/// malloc's fast path: a small request served from the current page.
+/// malloc's fast path: a small request served from the current page of the
+/// thread's heap. Anything else goes to `slow` (tail-called), which also
+/// reports failure as its caller needs (errno, or the CMA last error).
 #[inline(always)]
-pub fn malloc(size: usize) -> *mut u8 {
-    let heap = tls::heap();
-    if size <= settings::fast_limit() && !heap.is_null() {
-        // SAFETY: a non-null thread heap pointer is the thread's own heap (or
-        // the dead heap, whose direct table is empty).
+pub fn malloc(size: usize, slow: fn(usize) -> *mut u8) -> *mut u8 {
+    let (heap, bound) = tls::heap_and_bound();
+    if size < bound {
+        // SAFETY: a non-zero bound means the thread has a heap of its own.
         let heap = unsafe { &*heap };
-        let page = heap.direct[direct_slot(size)].get();
+        // SAFETY: the bound is at most SMALL_MAX + 1, so the slot is within
+        // the table.
+        let page = unsafe { heap.direct.get_unchecked(direct_slot(size)) }.get();
         // SAFETY: direct entries point to pages of this heap or the empty page.
         let block = unsafe { page_ops::pop(page) };
         if !block.is_null() {
@@ -37,7 +40,7 @@ pub fn malloc(size: usize) -> *mut u8 {
             return block;
         }
     }
-    allocate(size, MIN_ALIGN, false)
+    slow(size)
 }
 
 /// The general allocator: `size` bytes aligned to `align` (a power of two),
@@ -166,19 +169,16 @@ fn refill(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut Page {
     if let Err(block) = collect::collect_inbox(heap, core) {
         corrupted_inbox(block);
     }
-    let queue = &heap.queues[class];
-    let mut page = queue.first.get();
+    let mut page = heap.queues[class].first.get();
     while !page.is_null() {
         // SAFETY: queued pages belong to this heap.
         let p = unsafe { &*page };
         let next = p.next.get();
-        page_ops::collect_local(p);
         if p.free.get().is_null() && !page_ops::fully_carved(p) {
             page_ops::extend(p, heap);
         }
         if !p.free.get().is_null() {
-            queue.move_to_front(p);
-            heap.update_direct(class);
+            heap.make_current(class, p);
             return page;
         }
         collect::mark_full(heap, p);
@@ -186,15 +186,13 @@ fn refill(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut Page {
     }
     let page = core.with(|core| core.alloc_page_span(page_slices_of(class)));
     if page.is_null() {
-        heap.update_direct(class);
         return page;
     }
     // SAFETY: a fresh span from the core, now owned by this heap.
     let p = unsafe { &*page };
     page_ops::init_small(p, heap, class);
     page_ops::extend(p, heap);
-    queue.push_front(p);
-    heap.update_direct(class);
+    heap.make_current(class, p);
     stats::sample_peak();
     page
 }

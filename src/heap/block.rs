@@ -8,6 +8,7 @@
 //! already there is a double free. Blocks are at least 16 bytes, so both
 //! words always fit.
 
+use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[repr(C)]
@@ -18,52 +19,64 @@ pub struct Block {
     pub tag: AtomicUsize,
 }
 
-/// The secrets, set once at initialisation before any block exists.
+/// The secrets, written once during initialisation (before any block is
+/// carved and before `init` publishes readiness with a release store), then
+/// only read: plain loads, so the compiler can keep them in registers.
 struct Keys {
-    link_xor: AtomicUsize,
-    link_add: AtomicUsize,
-    tag: AtomicUsize,
+    link: usize,
+    tag: usize,
 }
 
-static KEYS: Keys = Keys {
-    link_xor: AtomicUsize::new(0x5a5a_5a5a_a5a5_a5a5),
-    link_add: AtomicUsize::new(0x0f1e_2d3c_4b5a_6978),
-    tag: AtomicUsize::new(0x7c3a_91d2_e84f_b605),
-};
+struct KeyCell(UnsafeCell<Keys>);
+// SAFETY: written only by `init_keys`, which runs once, before any reader
+// (see `Keys`); read-only afterwards.
+unsafe impl Sync for KeyCell {}
+
+static KEYS: KeyCell = KeyCell(UnsafeCell::new(Keys {
+    link: 0x5a5a_5a5a_a5a5_a5a5,
+    tag: 0x7c3a_91d2_e84f_b605,
+}));
+
+#[inline(always)]
+fn keys() -> &'static Keys {
+    // SAFETY: see `KeyCell`: no write can overlap this read.
+    unsafe { &*KEYS.0.get() }
+}
 
 const LINK_ROTATION: u32 = 19;
 
-/// Installs fresh secrets. Must run before the first block is carved.
+/// Installs fresh secrets. Must run once, before the first block is carved
+/// and before any other thread can allocate.
 pub fn init_keys(seed: u64) {
     use crate::os::random::mix64;
-    let a = mix64(seed);
-    let b = mix64(a);
-    let c = mix64(b) | 1;
-    KEYS.link_xor.store(a as usize, Ordering::Relaxed);
-    KEYS.link_add.store(b as usize, Ordering::Relaxed);
-    KEYS.tag.store(c as usize, Ordering::Relaxed);
+    let link = mix64(seed);
+    let tag = mix64(link) | 1;
+    // SAFETY: called once during single-threaded initialisation (stage one,
+    // under the init state machine), before any reader exists.
+    unsafe {
+        *KEYS.0.get() = Keys {
+            link: link as usize,
+            tag: tag as usize,
+        }
+    };
 }
 
 /// Encodes the address of the next block (0 for the end of a list).
 #[inline(always)]
 pub fn encode(next: usize) -> usize {
-    (next ^ KEYS.link_xor.load(Ordering::Relaxed))
-        .rotate_left(LINK_ROTATION)
-        .wrapping_add(KEYS.link_add.load(Ordering::Relaxed))
+    (next ^ keys().link).rotate_left(LINK_ROTATION)
 }
 
 /// Decodes a link written by `encode`.
 #[inline(always)]
 pub fn decode(link: usize) -> usize {
-    link.wrapping_sub(KEYS.link_add.load(Ordering::Relaxed))
-        .rotate_right(LINK_ROTATION)
-        ^ KEYS.link_xor.load(Ordering::Relaxed)
+    link.rotate_right(LINK_ROTATION) ^ keys().link
 }
 
 /// The tag a free block at `addr` carries in word 1.
 #[inline(always)]
 pub fn tag_of(addr: usize) -> usize {
-    addr ^ KEYS.tag.load(Ordering::Relaxed)
+    addr ^ keys().tag
 }
 
 impl Block {
@@ -71,7 +84,7 @@ impl Block {
     /// wrote the 1-in-2^64 secret value at exactly this place).
     #[inline(always)]
     pub fn is_tagged_free(&self) -> bool {
-        self.tag.load(Ordering::Relaxed) == tag_of(self as *const Block as usize)
+        tag_of(self as *const Block as usize) == self.tag.load(Ordering::Relaxed)
     }
 
     /// Marks the block free and links it before `next`.

@@ -10,7 +10,6 @@ use crate::backend::segment::Segment;
 use crate::backend::{self, Core};
 use crate::heap::block::Block;
 use crate::heap::heap::Heap;
-use crate::heap::page_ops;
 
 /// How a heap operation reaches the core: the caller holds the lock
 /// already, or the operation takes it when it needs it.
@@ -56,24 +55,29 @@ pub fn collect_inbox(heap: &Heap, core: &mut CoreAccess) -> Result<(), usize> {
         }
         // SAFETY: as above.
         let next = unsafe { (*block).next() };
-        free_to_page(heap, page, block, core);
+        // SAFETY: checked above: a free-tagged carved block of this heap's
+        // page, handed over by the thread that freed it.
+        unsafe { free_to_page(heap, page, block, core) };
         entry = next;
     }
     Ok(())
 }
 
-/// Puts a block of `heap`'s page back on the page's local free list (the
-/// caller has checked it is a live block of the page), and does the page's
-/// bookkeeping.
-pub fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &mut CoreAccess) {
-    // SAFETY: a carved block of this page, owned by this heap's thread.
-    unsafe { (*block).set_free(page.local_free.get()) };
-    page.local_free.set(block);
-    let used = page.used.get() - 1;
-    page.used.set(used);
+/// Puts a block of `heap`'s page back on the page's free list, and does the
+/// page's bookkeeping.
+///
+/// # Safety
+/// `block` is a live (not free-tagged) carved block of `page`, which `heap`
+/// owns and the calling thread operates on.
+pub unsafe fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &mut CoreAccess) {
     if page.heap.load(Ordering::Relaxed) & FULL_FLAG != 0 {
         unfull(heap, page);
     }
+    // SAFETY: a carved block of this page, owned by this heap's thread.
+    unsafe { (*block).set_free(page.free.get()) };
+    page.free.set(block);
+    let used = page.used.get() - 1;
+    page.used.set(used);
     if used == 0 {
         page_emptied(heap, page, core);
     }
@@ -82,52 +86,30 @@ pub fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &mut Core
 /// A full page got a block back: requeue it.
 pub fn unfull(heap: &Heap, page: &Page) {
     page.heap.store(heap.as_ptr() as usize, Ordering::Relaxed);
-    let class = page.class.get() as usize;
-    let queue = &heap.queues[class];
-    let was_empty = queue.is_empty();
-    queue.push_back(page);
-    if was_empty {
-        heap.update_direct(class);
-    }
+    heap.enqueue_back(page.class.get() as usize, page);
 }
 
 /// Takes a page out of its queue because it has no free block left; the
 /// owner's next free into it takes the slow path (`FULL_FLAG`).
 pub fn mark_full(heap: &Heap, page: &Page) {
-    let class = page.class.get() as usize;
-    heap.queues[class].remove(page);
+    heap.dequeue(page.class.get() as usize, page);
     page.heap
         .store(heap.as_ptr() as usize | FULL_FLAG, Ordering::Relaxed);
 }
 
-/// All blocks of the page are free. Keep it if it is its class's only page
-/// (a program that allocates and frees one object in a loop must not make
-/// the core map and unmap), else give its span back to the core.
+/// All blocks of the page are free and it is not its class's current page
+/// (which holds an extra count): give its span back to the core.
 pub fn page_emptied(heap: &Heap, page: &Page, core: &mut CoreAccess) {
-    let class = page.class.get() as usize;
-    let queue = &heap.queues[class];
-    let this = page as *const Page as *mut Page;
-    if queue.first.get() == this && page.next.get().is_null() {
-        return;
-    }
     retire(heap, page, core);
 }
 
 /// Gives an empty page's span back to the core.
 fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess) {
-    let class = page.class.get() as usize;
     if page.in_queue.get() {
-        let queue = &heap.queues[class];
-        let was_first = queue.first.get() == page as *const Page as *mut Page;
-        queue.remove(page);
-        if was_first {
-            heap.update_direct(class);
-        }
+        heap.dequeue(page.class.get() as usize, page);
     }
     page.free.set(core::ptr::null_mut());
-    page.local_free.set(core::ptr::null_mut());
-    let span = page as *const Page as *mut Page;
-    core.with(|core| core.free_page_span(span));
+    core.with(|core| core.free_page_span(page));
 }
 
 /// At thread exit: collect the inbox and give every empty page back, so an
@@ -141,10 +123,8 @@ pub fn release_empty_pages(heap: &Heap, core: &mut Core) -> Result<(), usize> {
             // SAFETY: queued pages are live descriptors owned by this heap.
             let p = unsafe { &*page };
             let next = p.next.get();
-            if p.used.get() == 0 {
+            if heap.live_blocks(p) == 0 {
                 retire(heap, p, &mut access);
-            } else {
-                page_ops::collect_local(p);
             }
             page = next;
         }

@@ -39,8 +39,8 @@ pub unsafe fn free(ptr: *mut u8, call: Call) {
             // SAFETY: `addr` is a carved block of a page owned by this thread.
             if !unsafe { (*block).is_tagged_free() } {
                 // SAFETY: as above.
-                unsafe { (*block).set_free(page.local_free.get()) };
-                page.local_free.set(block);
+                unsafe { (*block).set_free(page.free.get()) };
+                page.free.set(block);
                 let used = page.used.get() - 1;
                 page.used.set(used);
                 // SAFETY: the page's owner is this thread's heap.
@@ -92,7 +92,7 @@ pub enum Location {
     /// A carved block of a small page (maybe free: check its tag).
     Small(&'static Page),
     /// In a large span (validated under the lock).
-    Large(*mut Page),
+    Large(&'static Page),
     /// In a huge mapping (validated under the lock).
     Huge,
 }
@@ -101,11 +101,15 @@ pub fn locate(addr: usize) -> Result<Location, HeapError> {
     match region_map::lookup(addr) {
         Region::Segment => {
             // SAFETY: the chunk is one of our segments, whose header is mapped.
+            if !unsafe { (*Segment::of(addr)).cookie_ok() } {
+                return Err(HeapError::Corrupted);
+            }
+            // SAFETY: as above.
             let page: &'static Page = unsafe { &*Segment::page_of(addr) };
             match page.kind() {
                 PageKind::Small if page.is_block_start(addr) => Ok(Location::Small(page)),
                 PageKind::Small | PageKind::None => Err(HeapError::InvalidPointer),
-                PageKind::Large => Ok(Location::Large(page as *const Page as *mut Page)),
+                PageKind::Large => Ok(Location::Large(page)),
                 PageKind::Free if addr % MIN_ALIGN == 0 => Err(HeapError::DoubleFree),
                 PageKind::Free => Err(HeapError::InvalidPointer),
             }
@@ -136,7 +140,8 @@ fn free_small(page: &Page, addr: usize) -> Result<(), HeapError> {
         // SAFETY: `me` is this thread's heap (it owns the page).
         let heap = unsafe { &*me };
         heap.counters.on_free(size);
-        collect::free_to_page(heap, page, block, &mut CoreAccess::Take);
+        // SAFETY: a live carved block of a page this thread's heap owns.
+        unsafe { collect::free_to_page(heap, page, block, &mut CoreAccess::Take) };
         return Ok(());
     }
     // Another heap's block. Claim it by swapping in the free tag, so two

@@ -149,14 +149,6 @@ impl PageQueue {
         page.prev.set(ptr::null_mut());
         page.in_queue.set(false);
     }
-
-    /// Moves a queued page to the front.
-    pub fn move_to_front(&self, page: &Page) {
-        if self.first.get() != page as *const Page as *mut Page {
-            self.remove(page);
-            self.push_front(page);
-        }
-    }
 }
 
 impl Default for PageQueue {
@@ -196,6 +188,10 @@ pub struct Heap {
     pub orphan_next: AtomicPtr<Heap>,
     /// Pseudo-random state for secure mode's shuffled free lists.
     pub rng: Owned<u64>,
+    /// The owning thread's `fast_bound` (in its TLS), so a new allocation
+    /// limit reaches every thread's fast path; null while no thread owns
+    /// the heap. Changed under the core lock.
+    pub bound_slot: AtomicPtr<AtomicUsize>,
     _pad: [u8; 64],
     /// Blocks of this heap freed by other threads: a lock-free stack of
     /// encoded links, pushed by anyone, taken whole by the owner.
@@ -214,6 +210,7 @@ impl Heap {
             registry_next: AtomicPtr::new(ptr::null_mut()),
             orphan_next: AtomicPtr::new(ptr::null_mut()),
             rng: Owned::new(0),
+            bound_slot: AtomicPtr::new(ptr::null_mut()),
             _pad: [0; 64],
             inbox: AtomicUsize::new(0),
             _pad_after: [0; 56],
@@ -235,7 +232,7 @@ impl Heap {
 
     /// Points the direct-table entries of `class` at its current page (or
     /// the empty page). Classes above the table's range have no entries.
-    pub fn update_direct(&self, class: usize) {
+    fn update_direct(&self, class: usize) {
         let first = self.queues[class].first.get();
         let page = if first.is_null() { empty_page() } else { first };
         let (lo, hi) = direct_slot_range(class);
@@ -245,6 +242,70 @@ impl Heap {
         for slot in &self.direct[lo..=hi.min(DIRECT_SLOTS - 1)] {
             slot.set(page);
         }
+    }
+
+    // The current page of a class (the first of its queue) holds one extra
+    // count in `used`, so it never reaches zero while current: the free fast
+    // path's "page became empty" branch is then taken only by pages that
+    // really can be given back, never by the page a malloc/free loop keeps
+    // reusing. The queue operations below maintain that count and the
+    // direct table. A page that loses the extra count may be left empty in
+    // its queue; it is reused by the next refill or given back at exit.
+
+    /// Makes `page` (queued or not) the current page of `class`.
+    pub fn make_current(&self, class: usize, page: &Page) {
+        let queue = &self.queues[class];
+        let old = queue.first.get();
+        if ptr::eq(old, page) {
+            return;
+        }
+        if page.in_queue.get() {
+            queue.remove(page);
+        }
+        queue.push_front(page);
+        page.used.set(page.used.get() + 1);
+        if !old.is_null() {
+            // SAFETY: queued pages are live descriptors owned by this heap.
+            let old = unsafe { &*old };
+            old.used.set(old.used.get() - 1);
+        }
+        self.update_direct(class);
+    }
+
+    /// Appends `page` to the queue of `class`.
+    pub fn enqueue_back(&self, class: usize, page: &Page) {
+        let queue = &self.queues[class];
+        let was_empty = queue.is_empty();
+        queue.push_back(page);
+        if was_empty {
+            page.used.set(page.used.get() + 1);
+            self.update_direct(class);
+        }
+    }
+
+    /// Takes `page` out of the queue of `class`.
+    pub fn dequeue(&self, class: usize, page: &Page) {
+        let queue = &self.queues[class];
+        let was_first = ptr::eq(queue.first.get(), page);
+        queue.remove(page);
+        if was_first {
+            page.used.set(page.used.get() - 1);
+            let next = queue.first.get();
+            if !next.is_null() {
+                // SAFETY: queued pages are live descriptors owned by this heap.
+                let next = unsafe { &*next };
+                next.used.set(next.used.get() + 1);
+            }
+            self.update_direct(class);
+        }
+    }
+
+    /// Live blocks of a queued or full page of this heap (without the
+    /// current page's extra count).
+    pub fn live_blocks(&self, page: &Page) -> u32 {
+        let class = page.class.get() as usize;
+        let current = ptr::eq(self.queues[class].first.get(), page);
+        page.used.get() - current as u32
     }
 
     pub fn as_ptr(&self) -> *mut Heap {

@@ -5,7 +5,7 @@ use core::sync::atomic::Ordering;
 
 use crate::backend::page::{Page, PageKind};
 use crate::backend::segment::Segment;
-use crate::config::SLICE_SIZE;
+use crate::config::{SEGMENT_SHIFT, SLICE_SIZE};
 use crate::diag::{self, Call, HeapError};
 use crate::heap::block::Block;
 use crate::heap::heap::Heap;
@@ -19,8 +19,10 @@ const EXTEND_BYTES: usize = 4096;
 const MIN_EXTEND_BLOCKS: usize = 4;
 
 /// Pops a block from the page's free list, or returns null when the list is
-/// empty. Checks the next link before trusting it: a link smashed by a
-/// use-after-free write or an overflow decodes outside the page.
+/// empty. The block must lie in the page's segment before it is touched: a
+/// link smashed by a use-after-free write or an overflow (even a partial
+/// one: the rotation in `encode` spreads low-order damage into the high
+/// bits) decodes to an address elsewhere, and is caught when it comes up.
 ///
 /// # Safety
 /// `page` is a small page owned by the calling thread's heap (or the empty
@@ -28,22 +30,21 @@ const MIN_EXTEND_BLOCKS: usize = 4;
 #[inline(always)]
 pub unsafe fn pop(page: *mut Page) -> *mut u8 {
     // SAFETY: the caller owns the page.
-    let page = unsafe { &*page };
-    let block = page.free.get();
+    let page_ref = unsafe { &*page };
+    let block = page_ref.free.get();
     if block.is_null() {
         return block.cast();
     }
-    // SAFETY: blocks on the free list are carved blocks of this page.
-    let next = unsafe { (*block).next() };
-    if next.wrapping_sub(page.start()) >= page.carved_bytes.load(Ordering::Relaxed) as usize
-        && next != 0
-    {
+    if (block as usize ^ page as usize) >> SEGMENT_SHIFT != 0 {
         corrupted_link(block as usize);
     }
+    // SAFETY: the block lies in the page's segment (a carved block unless
+    // the list was forged, which needs the secret key).
+    let next = unsafe { (*block).next() };
     // SAFETY: as above.
     unsafe { (*block).clear_tag() };
-    page.free.set(next as *mut Block);
-    page.used.set(page.used.get() + 1);
+    page_ref.free.set(next as *mut Block);
+    page_ref.used.set(page_ref.used.get() + 1);
     block.cast()
 }
 
@@ -61,13 +62,10 @@ pub fn init_small(page: &Page, heap: &Heap, class: usize) {
     let span_bytes = page.slice_count() * SLICE_SIZE;
     page.block_size.store(block_size as u32, Ordering::Relaxed);
     page.start.store(start, Ordering::Relaxed);
-    page.divisor_magic
-        .store(Page::divisor_magic_for(block_size), Ordering::Relaxed);
-    page.carved_bytes.store(0, Ordering::Relaxed);
+    page.set_block_check(block_size);
     page.reserved.set((span_bytes / block_size) as u32);
-    page.capacity.set(0);
+    page.set_carved(0);
     page.free.set(core::ptr::null_mut());
-    page.local_free.set(core::ptr::null_mut());
     page.used.set(0);
     page.class.set(class as u8);
     page.in_queue.set(false);
@@ -106,7 +104,7 @@ pub fn extend(page: &Page, heap: &Heap) {
         for i in (1..count).rev() {
             order.swap(i, rng.below(i + 1));
         }
-        heap.rng.set(rng.next());
+        heap.rng.set(rng.next_u64());
         for &i in &order[..count] {
             let block = (first + i as usize * block_size) as *mut Block;
             // SAFETY: the block lies in the page's span, never handed out.
@@ -127,16 +125,6 @@ pub fn extend(page: &Page, heap: &Heap) {
 }
 
 fn commit_carved(page: &Page, capacity: usize, free: *mut Block) {
-    page.capacity.set(capacity as u32);
-    page.carved_bytes
-        .store((capacity * page.block_size()) as u32, Ordering::Relaxed);
+    page.set_carved(capacity);
     page.free.set(free);
-}
-
-/// Makes blocks the owner freed available for allocation again.
-pub fn collect_local(page: &Page) {
-    if page.free.get().is_null() {
-        page.free.set(page.local_free.get());
-        page.local_free.set(core::ptr::null_mut());
-    }
 }

@@ -26,6 +26,9 @@ impl From<HeapError> for ReallocError {
 }
 
 /// Resizes the live block `ptr` (not null) to `size` bytes (not 0).
+// Any pointer value may be passed: it is validated against CMA's metadata
+// (`locate`) before its memory is read.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub fn realloc(ptr: *mut u8, size: usize) -> Result<*mut u8, ReallocError> {
     let addr = ptr as usize;
     let location = locate(addr)?;
@@ -45,8 +48,7 @@ pub fn realloc(ptr: *mut u8, size: usize) -> Result<*mut u8, ReallocError> {
                 && size <= settings::size_limit()
                 && core.resize_large(page, size)
             {
-                // SAFETY: a live large span head, under the lock.
-                let new_usable = unsafe { (*page).block_size() };
+                let new_usable = page.block_size();
                 drop(core);
                 count_resize(usable, new_usable);
                 return Ok(ptr);

@@ -10,6 +10,7 @@ pub const DIRECT_SLOTS: usize = SMALL_MAX / MIN_ALIGN + 1;
 
 /// Index into the direct table for a request of `size <= SMALL_MAX` bytes.
 #[inline(always)]
+#[allow(clippy::manual_div_ceil)] // div_ceil adds an overflow-safe branch the fast path does not need
 pub const fn direct_slot(size: usize) -> usize {
     (size + MIN_ALIGN - 1) / MIN_ALIGN
 }

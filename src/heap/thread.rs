@@ -10,6 +10,7 @@ use crate::backend::{self, Core};
 use crate::diag;
 use crate::heap::collect;
 use crate::heap::heap::{Heap, HeapState};
+use crate::settings;
 use crate::tls;
 
 /// A heap in static memory.
@@ -45,7 +46,7 @@ static EXIT_KEY_READY: AtomicBool = AtomicBool::new(false);
 pub fn register_special_heaps() {
     DEAD_HEAP.0.set_state(HeapState::Special);
     CORE_HEAP.0.set_state(HeapState::Special);
-    backend::registry::register(CORE_HEAP.0.as_ptr());
+    backend::registry::register(&CORE_HEAP.0);
 }
 
 /// Creates the pthread key whose destructor releases a thread's heap, and
@@ -90,19 +91,43 @@ pub fn acquire() -> *mut Heap {
         };
     }
     crate::init::ensure();
-    let heap = backend::lock().registry.acquire();
+    let mut core = backend::lock();
+    let heap = core.registry.acquire();
     if heap.is_null() {
         return heap;
     }
     // SAFETY: the registry hands out valid heaps, now exclusively ours.
-    unsafe {
-        (*heap)
-            .thread_id
-            .store(diag::current_thread_id(), Ordering::Relaxed)
-    };
+    let h = unsafe { &*heap };
+    h.thread_id
+        .store(diag::current_thread_id(), Ordering::Relaxed);
     tls::set_heap(heap);
+    // Under the lock, so a concurrent `refresh_fast_bounds` sees the slot.
+    h.bound_slot
+        .store(tls::fast_bound_slot().cast_mut(), Ordering::Relaxed);
+    set_fast_bound(h);
+    drop(core);
     attach_exit_key(heap);
     heap
+}
+
+/// Opens (or narrows) the heap owner's malloc fast path to the current
+/// allocation limit.
+fn set_fast_bound(heap: &Heap) {
+    let slot = heap.bound_slot.load(Ordering::Relaxed);
+    if !slot.is_null() {
+        // SAFETY: the slot is the owning thread's TLS word, valid while the
+        // heap is owned (cleared, under the core lock, before it is not).
+        unsafe { (*slot).store(settings::fast_limit() + 1, Ordering::Relaxed) };
+    }
+}
+
+/// Applies a new allocation limit to every thread's fast path.
+pub fn refresh_fast_bounds() {
+    let _core = backend::lock();
+    backend::registry::for_each_heap(|heap| {
+        // SAFETY: registered heaps are never unmapped.
+        set_fast_bound(unsafe { &*heap });
+    });
 }
 
 /// The pthread key destructor: from here on the thread allocates through
@@ -118,11 +143,14 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     let mut core = backend::lock();
     // SAFETY: the exiting thread's own heap; no other thread uses it as owner.
     let h = unsafe { &*heap };
+    h.bound_slot.store(core::ptr::null_mut(), Ordering::Relaxed);
+    // SAFETY: the calling thread's own TLS word.
+    unsafe { (*tls::fast_bound_slot()).store(0, Ordering::Relaxed) };
     if let Err(block) = collect::release_empty_pages(h, &mut core) {
         drop(core);
         diag::fatal(diag::Call::Free, block, diag::HeapError::Corrupted);
     }
-    core.registry.orphan(heap);
+    core.registry.orphan(h);
 }
 
 /// Fork support: in the child, only the forking thread exists.

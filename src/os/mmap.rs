@@ -62,42 +62,6 @@ pub fn unmap(p: *mut u8, size: usize) {
     }
 }
 
-/// Releases the physical memory behind a range while keeping it mapped; the
-/// next touch gets zeroed pages.
-pub fn decommit(p: *mut u8, size: usize) {
-    // SAFETY: callers pass page-aligned ranges of CMA's own mappings whose
-    // contents are no longer needed.
-    unsafe {
-        libc::madvise(p.cast(), size, libc::MADV_DONTNEED);
-    }
-}
-
-/// Asks for transparent huge pages on a range (a hint; errors are ignored).
-pub fn advise_huge_pages(p: *mut u8, size: usize, enable: bool) {
-    let advice = if enable {
-        libc::MADV_HUGEPAGE
-    } else {
-        libc::MADV_NOHUGEPAGE
-    };
-    // SAFETY: a hint on CMA's own mapping; it cannot change its contents.
-    unsafe {
-        libc::madvise(p.cast(), size, advice);
-    }
-}
-
-/// Makes a range inaccessible (guard pages).
-pub fn protect_none(p: *mut u8, size: usize) -> bool {
-    // SAFETY: callers pass page-aligned ranges of CMA's own mappings that no
-    // block overlaps.
-    unsafe { libc::mprotect(p.cast(), size, libc::PROT_NONE) == 0 }
-}
-
-/// Makes a range readable and writable again.
-pub fn protect_read_write(p: *mut u8, size: usize) -> bool {
-    // SAFETY: callers pass page-aligned ranges of CMA's own mappings.
-    unsafe { libc::mprotect(p.cast(), size, libc::PROT_READ | libc::PROT_WRITE) == 0 }
-}
-
 /// The OS page size.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.

@@ -51,7 +51,7 @@ impl Rng {
         })
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -62,6 +62,6 @@ impl Rng {
 
     /// A value in `0..bound` (bound > 0).
     pub fn below(&mut self, bound: usize) -> usize {
-        ((self.next() >> 32) as usize * bound) >> 32
+        ((self.next_u64() >> 32) as usize * bound) >> 32
     }
 }
