@@ -18,16 +18,16 @@ fn main() {
     generate_header(&crate_dir);
 }
 
-/// Writes include/cma.h from the public API in src/api/. The header is
-/// committed: `tests/header.rs` fails when the committed copy differs from
-/// what this build generated (that is, when it was stale).
+/// Generates the header from the public API in src/api/ into OUT_DIR and
+/// refreshes include/cma.h when it differs. include/cma.h is committed:
+/// `tests/header.rs` fails when the committed copy differs from what the
+/// build generates, so a stale header cannot land.
 fn generate_header(crate_dir: &std::path::Path) {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=src/api/error.rs");
     println!("cargo:rerun-if-changed=src/api/cma.rs");
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .expect("cbindgen.toml must parse");
-    let out = crate_dir.join("include/cma.h");
     // Only the public API files are parsed, so the malloc family (declared by
     // <stdlib.h>) never appears in cma.h.
     let bindings = cbindgen::Builder::new()
@@ -36,6 +36,8 @@ fn generate_header(crate_dir: &std::path::Path) {
         .with_src(crate_dir.join("src/api/cma.rs"))
         .generate()
         .unwrap_or_else(|err| panic!("cbindgen failed: {err}"));
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    bindings.write_to_file(out_dir.join("cma.h"));
     // write_to_file leaves the file untouched when the text is unchanged.
-    bindings.write_to_file(out);
+    bindings.write_to_file(crate_dir.join("include/cma.h"));
 }

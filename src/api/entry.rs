@@ -266,6 +266,7 @@ pub fn cma_last_error() -> CmaError {
 }
 
 pub fn cma_error_string(code: i32) -> *const c_char {
+    record(CmaError::CmaOk);
     let text: &'static core::ffi::CStr = match code {
         0 => c"success",
         1 => c"out of memory",

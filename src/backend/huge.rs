@@ -48,7 +48,8 @@ fn round_to_os_page(n: usize) -> Option<usize> {
 /// refuses. Its memory is zero.
 pub fn alloc(size: usize, align: usize) -> (*mut u8, usize) {
     let offset = user_offset(align);
-    let Some(map_len) = offset.checked_add(size).and_then(round_to_os_page) else {
+    // At least one byte, so the block lies inside its mapping even for 0.
+    let Some(map_len) = offset.checked_add(size.max(1)).and_then(round_to_os_page) else {
         return (core::ptr::null_mut(), 0);
     };
     let base = mmap::map_aligned(map_len, align.max(SEGMENT_SIZE));
