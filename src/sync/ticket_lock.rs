@@ -8,19 +8,22 @@
 //! unlock, it does `now_serving += 1`. Tickets are served in the order they
 //! were taken, so no thread starves.
 //!
-//! A waiter that is next in line first spins a little ([`SPIN_LIMIT`]
-//! checks): the lock is likely to come within a short critical section.
-//! Waiters further back cannot get it that soon, so they sleep at once,
-//! leaving the CPU to the holder. There are [`SLOTS`] futex words ("slots"); ticket `t` sleeps on slot
-//! `t % SLOTS`, so the unlocker can wake the next ticket holder without
-//! waking the others. Each slot's futex word is an *epoch* that the unlocker
-//! bumps before waking it.
+//! A waiter that is next in line first spins a little (`SPIN_LIMIT` = 100
+//! checks): the lock is likely to come within one short critical section.
+//! Waiters further back cannot get it that soon, so they sleep at once and
+//! leave the CPU to the holder.
+//!
+//! Sleepers use `SLOTS` = 32 futex words, the *wait slots*: ticket `t`
+//! sleeps on slot `t % SLOTS`, so that an unlock can wake the next ticket
+//! holder and nobody else. A slot's futex word is an *epoch* that the
+//! unlocker bumps before waking the slot.
 //!
 //! `now_serving` lives in the high 32 bits of one 64-bit atomic word,
-//! `serving`, whose low [`SLOTS`] bits are the *sleeper bitmap*: bit `s` says
-//! "someone may be asleep on slot `s`". So one atomic read-modify-write both
-//! hands the lock over and tells the unlocker whether the next ticket's slot
-//! has a sleeper; an uncontended unlock makes no system call.
+//! `serving`, whose low `SLOTS` bits are the *sleeper bitmap*: bit `s` says
+//! "someone may be asleep on slot `s`". So a single atomic read-modify-write
+//! both hands the lock over and tells the unlocker whether the next ticket's
+//! slot has a sleeper: an uncontended unlock makes no system call, and a
+//! contended one wakes the next ticket's slot only if someone sleeps there.
 //!
 //! Waiter with ticket `t`, on slot `s = t % SLOTS`, bit `b = 1 << s`:
 //!
@@ -34,7 +37,8 @@
 //! }
 //! ```
 //!
-//! Unlocker, handing over to ticket `n = now_serving + 1`, slot `s`, bit `b`:
+//! Unlocker, handing over to ticket `n` (its own plus one), slot
+//! `s = n % SLOTS`, bit `b = 1 << s`:
 //!
 //! ```text
 //!     A: w = serving.fetch_add(1 << 32)   // now_serving = n: lock released
@@ -52,9 +56,11 @@
 //! Between E and A, W's bit is either still set when A reads it, or was
 //! cleared by some G in between.
 //!
-//! 1. A sees the bit: that unlocker runs B and C. E is a release and A an
-//!    acquire that reads E's write (or a later one in its release sequence),
-//!    so D happens before B and W's epoch `e` predates B. Then the futex's
+//! 1. A sees the bit: that unlocker runs G, B and C. E is a release and A
+//!    an acquire that reads E's write or a later one in its release sequence
+//!    (every write to `serving` is a read-modify-write, except in
+//!    `fork_child`, where no other thread exists), so D happens before B:
+//!    W's epoch `e` predates B. Then the futex's
 //!    atomic compare-and-enqueue settles the race: either F compares after B
 //!    and returns at once, or W is queued before B, hence before C, and C
 //!    wakes it. W then finds `now_serving == t` or loops.
@@ -67,14 +73,18 @@
 //! Each wake-up makes W run E again, and every unlocker clears bits only
 //! before bumping and waking, so a cleared registration always comes with a
 //! wake of its slot: W never sleeps with its ticket served. Waking the whole
-//! slot, not one thread, matters when more than [`SLOTS`] threads wait:
+//! slot, not one thread, matters when more than `SLOTS` threads wait:
 //! tickets `t` and `t + SLOTS` then share a slot, and a single wake could
 //! pick the wrong one and strand `t`. The others just re-register and sleep.
 //!
 //! A bit may stay set after its waiter has got the lock (it saw its turn at
 //! E): the next unlock to that slot then makes one needless wake. That is
-//! the only cost of never clearing bits on the waiter's side, which could
-//! erase another waiter's registration.
+//! the price of never clearing bits on the waiter's side, which could erase
+//! another waiter's registration.
+//!
+//! `tests/loom_ticket_lock.rs` checks this protocol with loom, on locks of
+//! one and two slots. (loom does not explore load buffering, so the
+//! acquire/release pairs of E with A and G rest on the argument above.)
 //!
 //! Tickets are `u32` and wrap; `SLOTS` divides 2³², so `t % SLOTS` is
 //! unchanged by wrapping. At most 2³² − 1 threads may queue at once.
