@@ -184,7 +184,21 @@ fn refill(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut Page {
         collect::mark_full(heap, p);
         page = next;
     }
-    let page = core.with(|core| core.alloc_page_span(page_slices_of(class)));
+    let slices = page_slices_of(class);
+    let cached = heap.take_cached_span(slices, class);
+    if !cached.is_null() {
+        // SAFETY: an empty page of this heap's span cache.
+        let p = unsafe { &*cached };
+        if p.class.get() as usize != class {
+            page_ops::init_small(p, heap, class);
+        }
+        if p.free.get().is_null() {
+            page_ops::extend(p, heap);
+        }
+        heap.make_current(class, p);
+        return cached;
+    }
+    let page = core.with(|core| core.alloc_page_span(slices));
     if page.is_null() {
         return page;
     }

@@ -108,12 +108,17 @@ fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess) {
     if page.in_queue.get() {
         heap.dequeue(page.class.get() as usize, page);
     }
-    page.free.set(core::ptr::null_mut());
-    core.with(|core| core.free_page_span(page));
+    // Kept whole (still a page of its class, every block free and tagged):
+    // a stale pointer into it is still recognised as a double free.
+    if !heap.cache_span(page) {
+        page.free.set(core::ptr::null_mut());
+        core.with(|core| core.free_page_span(page));
+    }
 }
 
-/// At thread exit: collect the inbox and give every empty page back, so an
-/// orphaned heap holds only pages with live blocks.
+/// At thread exit: collect the inbox and retire every empty page, so an
+/// orphaned heap holds only pages with live blocks and its bounded span
+/// cache (warm pages for the thread that adopts it).
 pub fn release_empty_pages(heap: &Heap, core: &mut Core) -> Result<(), usize> {
     let mut access = CoreAccess::Held(core);
     collect_inbox(heap, &mut access)?;

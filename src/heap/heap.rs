@@ -7,6 +7,7 @@ use core::ptr;
 use core::sync::atomic::{AtomicI64, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::backend::page::{Owned, Page};
+use crate::config::SLICE_SIZE;
 use crate::heap::size_class::{CLASS_COUNT, DIRECT_SLOTS, direct_slot_range};
 
 /// The descriptor every empty direct-table entry points to: it has no free
@@ -157,6 +158,12 @@ impl Default for PageQueue {
     }
 }
 
+/// Empty pages a heap keeps for itself, at most, and their bytes at most:
+/// enough that a thread whose pages empty and refill (blocks freed by other
+/// threads, short-lived bursts) rarely needs the core lock.
+pub const SPAN_CACHE_SLOTS: usize = 8;
+pub const SPAN_CACHE_MAX_BYTES: usize = 2 << 20;
+
 /// Lifecycle of a heap structure (heaps are never unmapped, only reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -186,6 +193,11 @@ pub struct Heap {
     pub registry_next: AtomicPtr<Heap>,
     /// The core's list of orphaned heaps (under the core lock).
     pub orphan_next: AtomicPtr<Heap>,
+    /// Empty pages kept for reuse without the core lock (see
+    /// `take_cached_span`): unlinked, all blocks free.
+    pub span_cache: [Owned<*mut Page>; SPAN_CACHE_SLOTS],
+    pub span_cache_len: Owned<usize>,
+    pub span_cache_bytes: Owned<usize>,
     /// Pseudo-random state for secure mode's shuffled free lists.
     pub rng: Owned<u64>,
     /// The owning thread's `fast_bound` (in its TLS), so a new allocation
@@ -209,6 +221,9 @@ impl Heap {
             thread_id: AtomicU64::new(0),
             registry_next: AtomicPtr::new(ptr::null_mut()),
             orphan_next: AtomicPtr::new(ptr::null_mut()),
+            span_cache: [const { Owned::new(ptr::null_mut()) }; SPAN_CACHE_SLOTS],
+            span_cache_len: Owned::new(0),
+            span_cache_bytes: Owned::new(0),
             rng: Owned::new(0),
             bound_slot: AtomicPtr::new(ptr::null_mut()),
             _pad: [0; 64],
@@ -298,6 +313,46 @@ impl Heap {
             }
             self.update_direct(class);
         }
+    }
+
+    /// Keeps an empty, unlinked page for reuse; false when the cache is full.
+    pub fn cache_span(&self, page: &Page) -> bool {
+        let len = self.span_cache_len.get();
+        let bytes = page.slice_count() * SLICE_SIZE;
+        if len == SPAN_CACHE_SLOTS || self.span_cache_bytes.get() + bytes > SPAN_CACHE_MAX_BYTES {
+            return false;
+        }
+        self.span_cache[len].set(page as *const Page as *mut Page);
+        self.span_cache_len.set(len + 1);
+        self.span_cache_bytes
+            .set(self.span_cache_bytes.get() + bytes);
+        true
+    }
+
+    /// Takes a cached empty page of exactly `slices` slices, preferring one
+    /// last used for `class` (whose blocks are carved and linked already).
+    pub fn take_cached_span(&self, slices: usize, class: usize) -> *mut Page {
+        let len = self.span_cache_len.get();
+        let mut found = None;
+        for i in (0..len).rev() {
+            // SAFETY: cached pages are live descriptors owned by this heap.
+            let page = unsafe { &*self.span_cache[i].get() };
+            if page.slice_count() == slices {
+                found = Some(i);
+                if page.class.get() as usize == class {
+                    break;
+                }
+            }
+        }
+        let Some(i) = found else {
+            return ptr::null_mut();
+        };
+        let page = self.span_cache[i].get();
+        self.span_cache[i].set(self.span_cache[len - 1].get());
+        self.span_cache_len.set(len - 1);
+        self.span_cache_bytes
+            .set(self.span_cache_bytes.get() - slices * SLICE_SIZE);
+        page
     }
 
     /// Live blocks of a queued or full page of this heap (without the
