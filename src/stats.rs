@@ -1,12 +1,19 @@
-//! Process-wide statistics, folded from the per-heap counters on read (no
-//! shared atomic on the fast path). Exact whenever no thread is allocating.
+//! Process-wide statistics. The malloc and free fast paths keep no counters:
+//! every page counts the blocks it hands out and holds (`Page::allocs`,
+//! `Page::used`), the core counts large and huge blocks, and each heap
+//! counts what it folded from reused pages and what crossed threads. A
+//! reading walks the segments' page descriptors under the core lock and
+//! adds these up, so allocations, frees and current bytes are exact
+//! whenever no thread is allocating.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::backend::registry;
-use crate::heap::heap::{Counters, SHARED_COUNTERS};
+use crate::backend::page::PageKind;
+use crate::backend::{self, Core, registry};
+use crate::config::SLICES_PER_SEGMENT;
+use crate::heap::heap::{HeapStats, SHARED_STATS};
 
-/// The highest `current_bytes` seen when sampled.
+/// The highest `current_bytes` seen by a sample.
 static PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -15,40 +22,86 @@ pub struct Snapshot {
     pub frees: u64,
     /// Usable bytes of live blocks.
     pub current_bytes: u64,
-    /// The peak of `current_bytes`, sampled whenever a heap takes memory
-    /// from the core (a fresh page, a large or a huge block) and on every
-    /// read; a short-lived peak between samples may be missed by at most a
-    /// page's worth of blocks per thread.
+    /// The highest `current_bytes` sampled: at every reading, and whenever
+    /// the memory the core has handed out grows by a sixteenth (or 1 MiB)
+    /// past the last sample. A peak reached inside memory already handed out
+    /// can be missed by at most that growth plus free space in partly used
+    /// pages.
     pub peak_bytes: u64,
 }
 
-fn add(total: &mut Snapshot, bytes: &mut i64, counters: &Counters) {
-    total.allocs += counters.allocs.load(Ordering::Relaxed);
-    total.frees += counters.frees.load(Ordering::Relaxed);
-    *bytes += counters.bytes.load(Ordering::Relaxed);
+/// Counts from the pages, the core and the heaps.
+#[derive(Default)]
+struct Totals {
+    allocs: u64,
+    live_blocks: i64,
+    live_bytes: i64,
 }
 
-fn current() -> Snapshot {
-    let mut total = Snapshot::default();
-    let mut bytes = 0i64;
-    add(&mut total, &mut bytes, &SHARED_COUNTERS);
+impl Totals {
+    fn heap(&mut self, stats: &HeapStats) {
+        self.allocs += stats.folded_allocs.load(Ordering::Relaxed);
+        // Blocks freed into an inbox are still counted by their page until
+        // the owner collects them.
+        let remote = stats.remote_blocks.load(Ordering::Relaxed) as i64;
+        let drained = stats.drained_blocks.load(Ordering::Relaxed) as i64;
+        self.live_blocks -= remote - drained;
+        let remote = stats.remote_bytes.load(Ordering::Relaxed) as i64;
+        let drained = stats.drained_bytes.load(Ordering::Relaxed) as i64;
+        self.live_bytes -= remote - drained;
+    }
+}
+
+/// Adds everything up. Needs the core (segments stay mapped meanwhile).
+fn totals(core: &Core) -> Totals {
+    let mut totals = Totals::default();
+    core.spans.for_each_segment(|segment| {
+        // SAFETY: listed segments stay mapped while the core lock is held.
+        let pages = unsafe { &(*segment).pages };
+        for page in &pages[1..SLICES_PER_SEGMENT] {
+            let is_head = core::ptr::eq(page.head.load(Ordering::Relaxed), page);
+            if is_head && page.kind() == PageKind::Small {
+                let live = page.live_blocks() as i64;
+                totals.allocs += page.allocs.load(Ordering::Relaxed);
+                totals.live_blocks += live;
+                totals.live_bytes += live * page.block_size() as i64;
+            }
+        }
+    });
+    for count in [&core.large, &core.huge] {
+        totals.allocs += count.allocs;
+        totals.live_blocks += count.live as i64;
+        totals.live_bytes += count.bytes as i64;
+    }
+    totals.heap(&SHARED_STATS);
     registry::for_each_heap(|heap| {
         // SAFETY: registered heaps are never unmapped.
-        add(&mut total, &mut bytes, unsafe { &(*heap).counters });
+        totals.heap(unsafe { &(*heap).stats });
     });
-    total.current_bytes = bytes.max(0) as u64;
-    total
+    totals
 }
 
 /// Reads the statistics.
 pub fn read() -> Snapshot {
-    let mut snapshot = current();
-    let previous = PEAK_BYTES.fetch_max(snapshot.current_bytes, Ordering::Relaxed);
-    snapshot.peak_bytes = previous.max(snapshot.current_bytes);
-    snapshot
+    let totals = totals(&backend::lock());
+    let live_blocks = totals.live_blocks.max(0) as u64;
+    let current_bytes = totals.live_bytes.max(0) as u64;
+    let previous_peak = PEAK_BYTES.fetch_max(current_bytes, Ordering::Relaxed);
+    Snapshot {
+        allocs: totals.allocs,
+        frees: totals.allocs.saturating_sub(live_blocks),
+        current_bytes,
+        peak_bytes: previous_peak.max(current_bytes),
+    }
 }
 
-/// Updates the peak (called when memory is taken from the core).
-pub fn sample_peak() {
-    PEAK_BYTES.fetch_max(current().current_bytes, Ordering::Relaxed);
+/// Samples the peak if the core has handed out noticeably more memory than
+/// at the last sample. Called with the core lock held, after it grew.
+pub fn sample_peak_if_grown(core: &mut Core) {
+    if core.held_bytes < core.next_peak_sample {
+        return;
+    }
+    let current = totals(core).live_bytes.max(0) as u64;
+    PEAK_BYTES.fetch_max(current, Ordering::Relaxed);
+    core.next_peak_sample = core.held_bytes + (core.held_bytes / 16).max(1 << 20);
 }

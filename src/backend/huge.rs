@@ -6,6 +6,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::backend::Core;
 use crate::backend::region_map::{self, Region};
 use crate::config::{OS_PAGE_SIZE, SEGMENT_SIZE};
 use crate::diag::HeapError;
@@ -145,9 +146,11 @@ impl Default for FreedHuge {
     }
 }
 
-/// Called, under the core lock, after a huge block was mapped at `ptr`.
-pub fn note_allocated(freed: &mut FreedHuge, ptr: *mut u8) {
-    freed.forget(ptr as usize);
+/// Records, under the core lock, a huge block just mapped at `ptr`.
+pub fn note_allocated(core: &mut Core, ptr: *mut u8, usable: usize) {
+    core.freed_huge.forget(ptr as usize);
+    core.huge.allocated(usable);
+    core.held_bytes += usable;
 }
 
 /// Usable size of huge block `ptr`, under the core lock.
@@ -159,12 +162,14 @@ pub fn usable_size(freed: &FreedHuge, ptr: usize) -> Result<usize, HeapError> {
 
 /// Unlinks huge block `ptr` under the core lock and returns the mapping to
 /// unmap (after the lock is released) and the usable size.
-pub fn detach(freed: &mut FreedHuge, ptr: usize) -> Result<(usize, usize, usize), HeapError> {
-    let header = header_of(ptr).map_err(|e| freed.error_for(ptr, e))?;
+pub fn detach(core: &mut Core, ptr: usize) -> Result<(usize, usize, usize), HeapError> {
+    let header = header_of(ptr).map_err(|e| core.freed_huge.error_for(ptr, e))?;
     let base = header as *const Header as usize;
     let (map_len, usable) = (header.map_len, usable_of(header));
     region_map::clear(base, map_len);
-    freed.record(ptr);
+    core.freed_huge.record(ptr);
+    core.huge.freed(usable);
+    core.held_bytes -= usable;
     Ok((base, map_len, usable))
 }
 
@@ -208,8 +213,9 @@ pub fn resize(
     Some((new_base, new_len, new_base + offset))
 }
 
-/// Writes the header and map entries of a (possibly moved) huge mapping.
-pub fn reattach(freed: &mut FreedHuge, base: usize, map_len: usize, user: usize) {
+/// Writes the header and map entries of a (possibly moved) huge mapping
+/// taken out with `detach`, under the core lock.
+pub fn reattach(core: &mut Core, base: usize, map_len: usize, user: usize) {
     // SAFETY: `base` starts a live mapping of ours whose first page is the header.
     unsafe {
         (base as *mut Header).write(Header {
@@ -218,6 +224,10 @@ pub fn reattach(freed: &mut FreedHuge, base: usize, map_len: usize, user: usize)
             map_len,
         })
     };
-    freed.forget(user);
+    core.freed_huge.forget(user);
+    let usable = map_len - (user - base);
+    core.huge.live += 1;
+    core.huge.bytes += usable;
+    core.held_bytes += usable;
     region_map::set_huge(base, map_len);
 }

@@ -26,9 +26,47 @@ pub struct Core {
     pub spans: Spans,
     pub registry: Registry,
     pub freed_huge: FreedHuge,
-    /// Live large blocks and their bytes.
-    pub large_count: usize,
-    pub large_bytes: usize,
+    /// Large and huge blocks (the small ones are counted by their pages).
+    pub large: BlockCount,
+    pub huge: BlockCount,
+    /// Bytes the core has handed out (spans of pages, large and huge
+    /// blocks): the statistics take a fresh look at the peak whenever this
+    /// passes `next_peak_sample`.
+    pub held_bytes: usize,
+    pub next_peak_sample: usize,
+}
+
+/// Live blocks of one kind, their usable bytes, and allocations ever made.
+#[derive(Clone, Copy, Default)]
+pub struct BlockCount {
+    pub live: usize,
+    pub bytes: usize,
+    pub allocs: u64,
+}
+
+impl BlockCount {
+    pub const fn new() -> BlockCount {
+        BlockCount {
+            live: 0,
+            bytes: 0,
+            allocs: 0,
+        }
+    }
+
+    pub fn allocated(&mut self, bytes: usize) {
+        self.live += 1;
+        self.bytes += bytes;
+        self.allocs += 1;
+    }
+
+    pub fn freed(&mut self, bytes: usize) {
+        self.live -= 1;
+        self.bytes -= bytes;
+    }
+
+    pub fn resized(&mut self, old: usize, new: usize) {
+        self.bytes = self.bytes - old + new;
+    }
 }
 
 impl Core {
@@ -37,18 +75,25 @@ impl Core {
             spans: Spans::new(),
             registry: Registry::new(),
             freed_huge: FreedHuge::new(),
-            large_count: 0,
-            large_bytes: 0,
+            large: BlockCount::new(),
+            huge: BlockCount::new(),
+            held_bytes: 0,
+            next_peak_sample: 0,
         }
     }
 
     /// A span of `slices` slices for a page of blocks (set up by the caller).
     pub fn alloc_page_span(&mut self, slices: usize) -> *mut Page {
-        self.spans.alloc(slices, 1)
+        let span = self.spans.alloc(slices, 1);
+        if !span.is_null() {
+            self.held_bytes += slices * SLICE_SIZE;
+        }
+        span
     }
 
     /// Gives a page's span back.
     pub fn free_page_span(&mut self, page: &Page) {
+        self.held_bytes -= page.slice_count() * SLICE_SIZE;
         self.spans.free(page);
     }
 
@@ -65,16 +110,16 @@ impl Core {
         // SAFETY: a span head fresh from the span allocator, ours under the lock.
         let page = unsafe { &*span };
         set_up_large(page, slices);
-        self.large_count += 1;
-        self.large_bytes += page.block_size();
+        self.large.allocated(page.block_size());
+        self.held_bytes += page.block_size();
         span
     }
 
     /// Frees the large block at `addr` whose span head is `page`.
     pub fn free_large(&mut self, page: &Page, addr: usize) -> Result<usize, HeapError> {
         let size = validate_large(page, addr)?;
-        self.large_count -= 1;
-        self.large_bytes -= size;
+        self.large.freed(size);
+        self.held_bytes -= size;
         self.spans.free(page);
         Ok(size)
     }
@@ -94,7 +139,8 @@ impl Core {
         }
         let old_bytes = head.block_size();
         set_up_large(head, new_slices);
-        self.large_bytes = self.large_bytes - old_bytes + head.block_size();
+        self.large.resized(old_bytes, head.block_size());
+        self.held_bytes = self.held_bytes - old_bytes + head.block_size();
         true
     }
 }
@@ -115,7 +161,8 @@ fn set_up_large(page: &Page, slices: usize) {
     page.set_block_check(bytes);
     page.reserved.set(1);
     page.set_carved(1);
-    page.used.set(1);
+    page.allocs.store(0, Ordering::Relaxed);
+    page.set_used(1);
     page.heap.store(NO_OWNER, Ordering::Relaxed);
     page.set_kind(PageKind::Large);
 }

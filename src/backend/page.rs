@@ -13,7 +13,9 @@
 //! `malloc_usable_size`); relaxed loads and stores compile to plain moves.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 use crate::heap::block::Block;
 
@@ -69,8 +71,10 @@ pub struct Page {
     /// Blocks ready to hand out; the owner's frees push here too, so a
     /// block freed is the next one handed out (warm in the cache).
     pub free: Owned<*mut Block>,
-    /// Live blocks (including ones freed remotely but not yet collected).
-    pub used: Owned<u32>,
+    /// Live blocks, including ones freed remotely but not yet collected,
+    /// plus one while the page is its class's current page. Written by the
+    /// owner; read by statistics.
+    pub used: AtomicU32,
     /// Size of each block in bytes (the whole span for a large block).
     pub block_size: AtomicU32,
     /// Owning heap's address (`| FULL_FLAG` while full), or `NO_OWNER`.
@@ -81,7 +85,9 @@ pub struct Page {
     /// the product must stay under (`capacity * check_unit`).
     pub check_magic: AtomicU64,
     pub check_limit: AtomicU64,
-    _pad0: u64,
+    /// Blocks handed out from this page since it was set up (statistics:
+    /// folded into the heap's totals when the page is set up again).
+    pub allocs: AtomicU64,
 
     // ---- second cache line: queues and span bookkeeping
     pub kind: AtomicU8,
@@ -109,6 +115,9 @@ pub struct Page {
     pub committed: Owned<bool>,
     /// True when the memory of the span is known to be all zero.
     pub is_zero: Owned<bool>,
+    /// True while this is its class's current page (holding the extra
+    /// count in `used`); read by statistics.
+    pub is_current: AtomicBool,
 }
 
 impl Page {
@@ -118,13 +127,13 @@ impl Page {
         Page {
             head: AtomicPtr::new(core::ptr::null_mut()),
             free: Owned::new(core::ptr::null_mut()),
-            used: Owned::new(0),
+            used: AtomicU32::new(0),
             block_size: AtomicU32::new(0),
             heap: AtomicUsize::new(NO_OWNER),
             start: AtomicUsize::new(0),
             check_magic: AtomicU64::new(0),
             check_limit: AtomicU64::new(0),
-            _pad0: 0,
+            allocs: AtomicU64::new(0),
             kind: AtomicU8::new(PageKind::None as u8),
             class: Owned::new(0),
             in_queue: Owned::new(false),
@@ -138,6 +147,7 @@ impl Page {
             freed_at_ms: Owned::new(0),
             committed: Owned::new(false),
             is_zero: Owned::new(false),
+            is_current: AtomicBool::new(false),
         }
     }
 
@@ -154,6 +164,24 @@ impl Page {
     #[inline(always)]
     pub fn set_kind(&self, kind: PageKind) {
         self.kind.store(kind as u8, Ordering::Relaxed)
+    }
+
+    /// The owner's view of `used` (a plain load and store; only the owner
+    /// writes it).
+    #[inline(always)]
+    pub fn used(&self) -> u32 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    pub fn set_used(&self, used: u32) {
+        self.used.store(used, Ordering::Relaxed)
+    }
+
+    /// Live blocks as statistics see them (without the current page's
+    /// extra count).
+    pub fn live_blocks(&self) -> u32 {
+        self.used() - self.is_current.load(Ordering::Relaxed) as u32
     }
 
     #[inline(always)]
@@ -187,6 +215,25 @@ impl Page {
         let offset = addr.wrapping_sub(self.start()) as u64;
         offset.wrapping_mul(self.check_magic.load(Ordering::Relaxed))
             < self.check_limit.load(Ordering::Relaxed)
+    }
+
+    /// `is_block_start` for the page's owner, with plain loads the compiler
+    /// can fold into the comparisons.
+    ///
+    /// # Safety
+    /// The calling thread owns the page (its heap is `self.heap`): only the
+    /// owner writes these fields, so reading them plainly cannot race.
+    #[inline(always)]
+    pub unsafe fn owner_is_block_start(&self, addr: usize) -> bool {
+        // SAFETY: see above; the fields are only written by this thread.
+        let (start, magic, limit) = unsafe {
+            (
+                self.start.as_ptr().read(),
+                self.check_magic.as_ptr().read(),
+                self.check_limit.as_ptr().read(),
+            )
+        };
+        (addr.wrapping_sub(start) as u64).wrapping_mul(magic) < limit
     }
 
     /// Sets the block check up for blocks of `block_size` bytes, none carved.

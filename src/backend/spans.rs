@@ -142,6 +142,16 @@ impl Spans {
         true
     }
 
+    /// Calls `visit` for every segment (under the core lock).
+    pub fn for_each_segment(&self, mut visit: impl FnMut(*mut Segment)) {
+        let mut segment = self.segments;
+        while !segment.is_null() {
+            visit(segment);
+            // SAFETY: segments in the list are mapped until unlinked under the lock.
+            segment = unsafe { (*segment).next.load(Ordering::Relaxed) };
+        }
+    }
+
     /// Finds a free span holding an aligned run of `slices`.
     fn find(&self, slices: usize, align: usize) -> Option<(*mut Page, usize)> {
         let mut candidates = self.nonempty & !((1u64 << slices) - 1);

@@ -10,7 +10,7 @@ use crate::backend::{self, huge};
 use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN, SLICE_SIZE};
 use crate::diag::{self, Call, HeapError};
 use crate::heap::collect::{self, CoreAccess};
-use crate::heap::heap::{Heap, SHARED_COUNTERS};
+use crate::heap::heap::Heap;
 use crate::heap::page_ops;
 use crate::heap::size_class::{
     aligned_class, block_size_of, class_of, direct_slot, page_slices_of,
@@ -35,8 +35,6 @@ pub fn malloc(size: usize, slow: fn(usize) -> *mut u8) -> *mut u8 {
         // SAFETY: direct entries point to pages of this heap or the empty page.
         let block = unsafe { page_ops::pop(page) };
         if !block.is_null() {
-            // SAFETY: as above.
-            heap.counters.on_alloc(unsafe { (*page).block_size() });
             return block;
         }
     }
@@ -65,9 +63,6 @@ pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
         Route::Large => alloc_large(size, align),
         Route::Huge => alloc_huge(size, align),
     };
-    if !block.ptr.is_null() {
-        heap.counters.on_alloc(block.usable);
-    }
     block.finish(zero)
 }
 
@@ -86,9 +81,6 @@ fn allocate_through_core(size: usize, align: usize, zero: bool) -> *mut u8 {
         Route::Large => alloc_large(size, align),
         Route::Huge => alloc_huge(size, align),
     };
-    if !block.ptr.is_null() {
-        SHARED_COUNTERS.on_alloc_shared(block.usable);
-    }
     block.finish(zero)
 }
 
@@ -198,7 +190,11 @@ fn refill(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut Page {
         heap.make_current(class, p);
         return cached;
     }
-    let page = core.with(|core| core.alloc_page_span(slices));
+    let page = core.with(|core| {
+        let span = core.alloc_page_span(slices);
+        stats::sample_peak_if_grown(core);
+        span
+    });
     if page.is_null() {
         return page;
     }
@@ -207,7 +203,6 @@ fn refill(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut Page {
     page_ops::init_small(p, heap, class);
     page_ops::extend(p, heap);
     heap.make_current(class, p);
-    stats::sample_peak();
     page
 }
 
@@ -228,8 +223,7 @@ fn alloc_large(size: usize, align: usize) -> Block {
     let zeroed = page.is_zero.get();
     page.is_zero.set(false);
     let block = Block::new(page.start() as *mut u8, page.block_size(), zeroed);
-    drop(core);
-    stats::sample_peak();
+    stats::sample_peak_if_grown(&mut core);
     block
 }
 
@@ -237,8 +231,9 @@ fn alloc_large(size: usize, align: usize) -> Block {
 fn alloc_huge(size: usize, align: usize) -> Block {
     let (ptr, usable) = huge::alloc(size, align);
     if !ptr.is_null() {
-        huge::note_allocated(&mut backend::lock().freed_huge, ptr);
-        stats::sample_peak();
+        let mut core = backend::lock();
+        huge::note_allocated(&mut core, ptr, usable);
+        stats::sample_peak_if_grown(&mut core);
     }
     Block::new(ptr, usable, true)
 }

@@ -9,7 +9,8 @@ use crate::backend::region_map;
 use crate::backend::segment::Segment;
 use crate::backend::{self, Core};
 use crate::heap::block::Block;
-use crate::heap::heap::Heap;
+use crate::heap::heap::{Heap, HeapStats};
+use crate::heap::page_ops;
 
 /// How a heap operation reaches the core: the caller holds the lock
 /// already, or the operation takes it when it needs it.
@@ -55,6 +56,8 @@ pub fn collect_inbox(heap: &Heap, core: &mut CoreAccess) -> Result<(), usize> {
         }
         // SAFETY: as above.
         let next = unsafe { (*block).next() };
+        HeapStats::bump(&heap.stats.drained_blocks, 1);
+        HeapStats::bump(&heap.stats.drained_bytes, page.block_size() as u64);
         // SAFETY: checked above: a free-tagged carved block of this heap's
         // page, handed over by the thread that freed it.
         unsafe { free_to_page(heap, page, block, core) };
@@ -76,8 +79,8 @@ pub unsafe fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &m
     // SAFETY: a carved block of this page, owned by this heap's thread.
     unsafe { (*block).set_free(page.free.get()) };
     page.free.set(block);
-    let used = page.used.get() - 1;
-    page.used.set(used);
+    let used = page.used() - 1;
+    page.set_used(used);
     if used == 0 {
         page_emptied(heap, page, core);
     }
@@ -111,6 +114,7 @@ fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess) {
     // Kept whole (still a page of its class, every block free and tagged):
     // a stale pointer into it is still recognised as a double free.
     if !heap.cache_span(page) {
+        page_ops::fold_allocs(page, heap);
         page.free.set(core::ptr::null_mut());
         core.with(|core| core.free_page_span(page));
     }
@@ -128,7 +132,7 @@ pub fn release_empty_pages(heap: &Heap, core: &mut Core) -> Result<(), usize> {
             // SAFETY: queued pages are live descriptors owned by this heap.
             let p = unsafe { &*page };
             let next = p.next.get();
-            if heap.live_blocks(p) == 0 {
+            if p.live_blocks() == 0 {
                 retire(heap, p, &mut access);
             }
             page = next;

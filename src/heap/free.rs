@@ -17,7 +17,7 @@ use crate::config::MIN_ALIGN;
 use crate::diag::{self, Call, HeapError};
 use crate::heap::block::{Block, tag_of};
 use crate::heap::collect::{self, CoreAccess};
-use crate::heap::heap::{Heap, SHARED_COUNTERS};
+use crate::heap::heap::{Heap, HeapStats, SHARED_STATS};
 use crate::heap::thread;
 use crate::tls;
 
@@ -34,18 +34,20 @@ pub unsafe fn free(ptr: *mut u8, call: Call) {
         // SAFETY: the chunk is one of our segments, whose header is mapped.
         let page = unsafe { &*Segment::page_of(addr) };
         let heap = tls::heap();
-        if page.heap.load(Ordering::Relaxed) == heap as usize && page.is_block_start(addr) {
+        if page.heap.load(Ordering::Relaxed) == heap as usize
+            // SAFETY: the page's owner is this thread's heap, checked first.
+            && unsafe { page.owner_is_block_start(addr) }
+        {
             let block = addr as *mut Block;
             // SAFETY: `addr` is a carved block of a page owned by this thread.
             if !unsafe { (*block).is_tagged_free() } {
                 // SAFETY: as above.
                 unsafe { (*block).set_free(page.free.get()) };
                 page.free.set(block);
-                let used = page.used.get() - 1;
-                page.used.set(used);
-                // SAFETY: the page's owner is this thread's heap.
-                unsafe { (*heap).counters.on_free(page.block_size()) };
-                if used != 0 {
+                // Written as a decrement and a fresh load, so it compiles to
+                // a memory decrement and a compare.
+                page.set_used(page.used() - 1);
+                if page.used() != 0 {
                     return;
                 }
                 // SAFETY: as above.
@@ -73,15 +75,10 @@ pub fn free_checked(ptr: *mut u8) -> Result<(), HeapError> {
     let _errno = crate::os::errno::ErrnoGuard::save();
     match locate(addr)? {
         Location::Small(page) => free_small(page, addr),
-        Location::Large(page) => {
-            let size = backend::lock().free_large(page, addr)?;
-            count_free(size);
-            Ok(())
-        }
+        Location::Large(page) => backend::lock().free_large(page, addr).map(|_| ()),
         Location::Huge => {
-            let (base, len, usable) = huge::detach(&mut backend::lock().freed_huge, addr)?;
+            let (base, len, _) = huge::detach(&mut backend::lock(), addr)?;
             huge::release(base, len);
-            count_free(usable);
             Ok(())
         }
     }
@@ -139,7 +136,6 @@ fn free_small(page: &Page, addr: usize) -> Result<(), HeapError> {
         }
         // SAFETY: `me` is this thread's heap (it owns the page).
         let heap = unsafe { &*me };
-        heap.counters.on_free(size);
         // SAFETY: a live carved block of a page this thread's heap owns.
         unsafe { collect::free_to_page(heap, page, block, &mut CoreAccess::Take) };
         return Ok(());
@@ -160,7 +156,7 @@ fn free_small(page: &Page, addr: usize) -> Result<(), HeapError> {
     // SAFETY: heaps are never unmapped, so the owner pointer stays valid even
     // if its thread has exited.
     push_to_inbox(unsafe { &*(owner as *const Heap) }, block);
-    count_free(size);
+    count_remote_free(size);
     Ok(())
 }
 
@@ -182,27 +178,20 @@ fn push_to_inbox(owner: &Heap, block: *mut Block) {
     }
 }
 
-/// Counts a free of `size` usable bytes on the calling thread's counters.
-fn count_free(size: usize) {
+/// Counts a block of `size` usable bytes this thread left in another
+/// heap's inbox (its page still counts it as live until it is collected).
+fn count_remote_free(size: usize) {
     let heap = tls::heap();
     if heap.is_null() || heap == thread::dead_heap() {
-        SHARED_COUNTERS.on_free_shared(size);
+        SHARED_STATS.remote_blocks.fetch_add(1, Ordering::Relaxed);
+        SHARED_STATS
+            .remote_bytes
+            .fetch_add(size as u64, Ordering::Relaxed);
     } else {
         // SAFETY: the calling thread's own heap.
-        unsafe { (*heap).counters.on_free(size) };
-    }
-}
-
-/// Counts a block resized in place from `old` to `new` usable bytes.
-pub fn count_resize(old: usize, new: usize) {
-    let delta = new as i64 - old as i64;
-    let heap = tls::heap();
-    if heap.is_null() || heap == thread::dead_heap() {
-        SHARED_COUNTERS.bytes.fetch_add(delta, Ordering::Relaxed);
-    } else {
-        // SAFETY: the calling thread's own heap.
-        let bytes = unsafe { &(*heap).counters.bytes };
-        bytes.store(bytes.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
+        let stats = unsafe { &(*heap).stats };
+        HeapStats::bump(&stats.remote_blocks, 1);
+        HeapStats::bump(&stats.remote_bytes, size as u64);
     }
 }
 

@@ -4,7 +4,7 @@
 //! other threads leave the blocks of this heap they free, and counters.
 
 use core::ptr;
-use core::sync::atomic::{AtomicI64, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::backend::page::{Owned, Page};
 use crate::config::SLICE_SIZE;
@@ -22,67 +22,51 @@ pub fn empty_page() -> *mut Page {
     &EMPTY_PAGE.0 as *const Page as *mut Page
 }
 
-/// Allocation counters. Written only by the owning thread (a relaxed load
-/// and store, no read-modify-write on the fast path); read by anyone.
+/// What a heap adds to the process-wide statistics beyond its pages'
+/// own counts (`Page::allocs`, `Page::used`), which the statistics walk
+/// reads directly: so the malloc and free fast paths keep no counters of
+/// their own. Written by the owning thread (relaxed load and store);
+/// read by anyone.
 #[repr(C)]
-pub struct Counters {
-    pub allocs: AtomicU64,
-    pub frees: AtomicU64,
-    /// Usable bytes allocated minus freed through this heap (may be negative
-    /// when this thread frees other threads' blocks).
-    pub bytes: AtomicI64,
+pub struct HeapStats {
+    /// Allocations counted by pages that have since been set up again.
+    pub folded_allocs: AtomicU64,
+    /// Blocks (and their usable bytes) this thread freed into other heaps'
+    /// inboxes: still counted as live by their pages until collected.
+    pub remote_blocks: AtomicU64,
+    pub remote_bytes: AtomicU64,
+    /// Blocks (and bytes) collected from this heap's inbox.
+    pub drained_blocks: AtomicU64,
+    pub drained_bytes: AtomicU64,
 }
 
-impl Counters {
-    pub const fn new() -> Counters {
-        Counters {
-            allocs: AtomicU64::new(0),
-            frees: AtomicU64::new(0),
-            bytes: AtomicI64::new(0),
+impl HeapStats {
+    pub const fn new() -> HeapStats {
+        HeapStats {
+            folded_allocs: AtomicU64::new(0),
+            remote_blocks: AtomicU64::new(0),
+            remote_bytes: AtomicU64::new(0),
+            drained_blocks: AtomicU64::new(0),
+            drained_bytes: AtomicU64::new(0),
         }
     }
 
-    #[inline(always)]
-    pub fn on_alloc(&self, size: usize) {
-        self.allocs
-            .store(self.allocs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.bytes.store(
-            self.bytes.load(Ordering::Relaxed) + size as i64,
-            Ordering::Relaxed,
-        );
-    }
-
-    #[inline(always)]
-    pub fn on_free(&self, size: usize) {
-        self.frees
-            .store(self.frees.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.bytes.store(
-            self.bytes.load(Ordering::Relaxed) - size as i64,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// For counters shared by several threads (see `SHARED_COUNTERS`).
-    pub fn on_alloc_shared(&self, size: usize) {
-        self.allocs.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(size as i64, Ordering::Relaxed);
-    }
-
-    pub fn on_free_shared(&self, size: usize) {
-        self.frees.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(size as i64, Ordering::Relaxed);
+    /// Adds to an owner-written counter (no read-modify-write).
+    #[inline]
+    pub fn bump(counter: &AtomicU64, by: u64) {
+        counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
     }
 }
 
-impl Default for Counters {
-    fn default() -> Counters {
-        Counters::new()
+impl Default for HeapStats {
+    fn default() -> HeapStats {
+        HeapStats::new()
     }
 }
 
-/// Counters of threads that have no heap of their own (not yet allocated,
-/// or past their exit): updated with atomic read-modify-writes.
-pub static SHARED_COUNTERS: Counters = Counters::new();
+/// The `remote_*` counters of threads that have no heap of their own (not
+/// yet allocated, or past their exit): updated with atomic adds.
+pub static SHARED_STATS: HeapStats = HeapStats::new();
 
 /// Pages of one size class with (possibly) free blocks; the first is the one
 /// allocated from.
@@ -164,6 +148,16 @@ impl Default for PageQueue {
 pub const SPAN_CACHE_SLOTS: usize = 8;
 pub const SPAN_CACHE_MAX_BYTES: usize = 2 << 20;
 
+fn gain_current(page: &Page) {
+    page.set_used(page.used() + 1);
+    page.is_current.store(true, Ordering::Relaxed);
+}
+
+fn lose_current(page: &Page) {
+    page.is_current.store(false, Ordering::Relaxed);
+    page.set_used(page.used() - 1);
+}
+
 /// Lifecycle of a heap structure (heaps are never unmapped, only reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -183,7 +177,7 @@ pub enum HeapState {
 pub struct Heap {
     /// Current page for each small request size (`direct_slot`).
     pub direct: [Owned<*mut Page>; DIRECT_SLOTS],
-    pub counters: Counters,
+    pub stats: HeapStats,
     /// Pages with free blocks, per size class.
     pub queues: [PageQueue; CLASS_COUNT],
     pub state: AtomicU8,
@@ -215,7 +209,7 @@ impl Heap {
     pub const fn new() -> Heap {
         Heap {
             direct: [const { Owned::new(&EMPTY_PAGE.0 as *const Page as *mut Page) }; DIRECT_SLOTS],
-            counters: Counters::new(),
+            stats: HeapStats::new(),
             queues: [const { PageQueue::new() }; CLASS_COUNT],
             state: AtomicU8::new(HeapState::Live as u8),
             thread_id: AtomicU64::new(0),
@@ -278,11 +272,10 @@ impl Heap {
             queue.remove(page);
         }
         queue.push_front(page);
-        page.used.set(page.used.get() + 1);
+        gain_current(page);
         if !old.is_null() {
             // SAFETY: queued pages are live descriptors owned by this heap.
-            let old = unsafe { &*old };
-            old.used.set(old.used.get() - 1);
+            lose_current(unsafe { &*old });
         }
         self.update_direct(class);
     }
@@ -293,7 +286,7 @@ impl Heap {
         let was_empty = queue.is_empty();
         queue.push_back(page);
         if was_empty {
-            page.used.set(page.used.get() + 1);
+            gain_current(page);
             self.update_direct(class);
         }
     }
@@ -304,12 +297,11 @@ impl Heap {
         let was_first = ptr::eq(queue.first.get(), page);
         queue.remove(page);
         if was_first {
-            page.used.set(page.used.get() - 1);
+            lose_current(page);
             let next = queue.first.get();
             if !next.is_null() {
                 // SAFETY: queued pages are live descriptors owned by this heap.
-                let next = unsafe { &*next };
-                next.used.set(next.used.get() + 1);
+                gain_current(unsafe { &*next });
             }
             self.update_direct(class);
         }
@@ -353,14 +345,6 @@ impl Heap {
         self.span_cache_bytes
             .set(self.span_cache_bytes.get() - slices * SLICE_SIZE);
         page
-    }
-
-    /// Live blocks of a queued or full page of this heap (without the
-    /// current page's extra count).
-    pub fn live_blocks(&self, page: &Page) -> u32 {
-        let class = page.class.get() as usize;
-        let current = ptr::eq(self.queues[class].first.get(), page);
-        page.used.get() - current as u32
     }
 
     pub fn as_ptr(&self) -> *mut Heap {

@@ -8,7 +8,7 @@ use crate::backend::segment::Segment;
 use crate::config::{SEGMENT_SHIFT, SLICE_SIZE};
 use crate::diag::{self, Call, HeapError};
 use crate::heap::block::Block;
-use crate::heap::heap::Heap;
+use crate::heap::heap::{Heap, HeapStats};
 use crate::heap::size_class::block_size_of;
 use crate::os::random::Rng;
 use crate::settings;
@@ -44,7 +44,9 @@ pub unsafe fn pop(page: *mut Page) -> *mut u8 {
     // SAFETY: as above.
     unsafe { (*block).clear_tag() };
     page_ref.free.set(next as *mut Block);
-    page_ref.used.set(page_ref.used.get() + 1);
+    page_ref.set_used(page_ref.used() + 1);
+    let allocs = &page_ref.allocs;
+    allocs.store(allocs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     block.cast()
 }
 
@@ -56,6 +58,7 @@ fn corrupted_link(block: usize) -> ! {
 
 /// Sets up a span fresh from the core as a page of `class` owned by `heap`.
 pub fn init_small(page: &Page, heap: &Heap, class: usize) {
+    fold_allocs(page, heap);
     let block_size = block_size_of(class);
     let segment = Segment::of(page as *const Page as usize);
     let start = segment as usize + page.slice_index as usize * SLICE_SIZE;
@@ -66,11 +69,18 @@ pub fn init_small(page: &Page, heap: &Heap, class: usize) {
     page.reserved.set((span_bytes / block_size) as u32);
     page.set_carved(0);
     page.free.set(core::ptr::null_mut());
-    page.used.set(0);
+    page.set_used(0);
     page.class.set(class as u8);
     page.in_queue.set(false);
     page.set_kind(PageKind::Small);
     page.heap.store(heap.as_ptr() as usize, Ordering::Relaxed);
+}
+
+/// Moves the page's allocation count into its heap's totals (before the
+/// page is set up again or its span leaves the heap).
+pub fn fold_allocs(page: &Page, heap: &Heap) {
+    let allocs = page.allocs.swap(0, Ordering::Relaxed);
+    HeapStats::bump(&heap.stats.folded_allocs, allocs);
 }
 
 /// True when all blocks of the page have been carved.

@@ -9,7 +9,7 @@ use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN};
 use crate::diag::HeapError;
 use crate::heap::alloc;
 use crate::heap::block::Block;
-use crate::heap::free::{self, Location, count_resize, locate};
+use crate::heap::free::{self, Location, locate};
 use crate::settings;
 
 pub enum ReallocError {
@@ -48,9 +48,6 @@ pub fn realloc(ptr: *mut u8, size: usize) -> Result<*mut u8, ReallocError> {
                 && size <= settings::size_limit()
                 && core.resize_large(page, size)
             {
-                let new_usable = page.block_size();
-                drop(core);
-                count_resize(usable, new_usable);
                 return Ok(ptr);
             }
             usable
@@ -85,16 +82,15 @@ fn resize_huge(ptr: *mut u8, usable: usize, size: usize) -> Result<*mut u8, Real
     if size <= usable && size > usable / 2 {
         return Ok(ptr);
     }
-    let (base, map_len, _) = huge::detach(&mut backend::lock().freed_huge, ptr as usize)?;
+    let (base, map_len, _) = huge::detach(&mut backend::lock(), ptr as usize)?;
     let user = ptr as usize;
     let (new_base, new_len, new_user) = match huge::resize(base, map_len, user, size) {
         Some(resized) => resized,
         None => {
-            huge::reattach(&mut backend::lock().freed_huge, base, map_len, user);
+            huge::reattach(&mut backend::lock(), base, map_len, user);
             return Err(ReallocError::OutOfMemory);
         }
     };
-    huge::reattach(&mut backend::lock().freed_huge, new_base, new_len, new_user);
-    count_resize(usable, new_len - (new_user - new_base));
+    huge::reattach(&mut backend::lock(), new_base, new_len, new_user);
     Ok(new_user as *mut u8)
 }
