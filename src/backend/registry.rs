@@ -67,6 +67,10 @@ impl Registry {
         self.orphan_count += 1;
     }
 
+    pub fn orphan_count(&self) -> usize {
+        self.orphan_count
+    }
+
     /// In a forked child: every heap still owned by a thread other than the
     /// forking one (`keep`) is lost, since those threads do not exist here.
     pub fn lose_other_threads_heaps(&mut self, keep: *mut Heap) {

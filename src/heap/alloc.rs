@@ -12,6 +12,7 @@ use crate::diag::{self, Call, HeapError};
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::Heap;
 use crate::heap::page_ops;
+use crate::heap::remote;
 use crate::heap::size_class::{
     aligned_class, block_size_of, class_of, direct_slot, page_slices_of,
 };
@@ -158,6 +159,7 @@ pub fn alloc_in_class(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut 
 /// fresh page from the core. Returns null when out of memory.
 #[cold]
 fn refill(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut Page {
+    remote::flush_all(heap);
     if let Err(block) = collect::collect_inbox(heap, core) {
         corrupted_inbox(block);
     }

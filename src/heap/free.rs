@@ -9,16 +9,15 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::backend::page::{FULL_FLAG, Page, PageKind};
+use crate::backend::page::{Page, PageKind};
 use crate::backend::region_map::{self, Region};
 use crate::backend::segment::Segment;
 use crate::backend::{self, huge};
 use crate::config::MIN_ALIGN;
 use crate::diag::{self, Call, HeapError};
-use crate::heap::block::{Block, tag_of};
+use crate::heap::block::Block;
 use crate::heap::collect::{self, CoreAccess};
-use crate::heap::heap::{Heap, HeapStats, SHARED_STATS};
-use crate::heap::thread;
+use crate::heap::remote::{self, Foreign};
 use crate::tls;
 
 /// free's fast path: a block of the calling thread's heap, in a page that
@@ -52,6 +51,12 @@ pub unsafe fn free(ptr: *mut u8, call: Call) {
                 }
                 // SAFETY: as above.
                 return collect::page_emptied(unsafe { &*heap }, page, &mut CoreAccess::Take);
+            }
+        } else {
+            match remote::free_foreign(page, addr) {
+                Foreign::Sent => return,
+                Foreign::DoubleFree => diag::fatal(call, addr, HeapError::DoubleFree),
+                Foreign::Mine | Foreign::Other => {}
             }
         }
     }
@@ -123,75 +128,24 @@ pub fn locate(addr: usize) -> Result<Location, HeapError> {
 }
 
 /// Frees a carved block of a small page: locally if the calling thread
-/// owns the page, else into the owner's inbox.
+/// owns the page, else towards its owner.
 fn free_small(page: &Page, addr: usize) -> Result<(), HeapError> {
-    let block = addr as *mut Block;
-    let owner = page.heap.load(Ordering::Relaxed) & !FULL_FLAG;
-    let me = tls::heap();
-    let size = page.block_size();
-    if owner == me as usize {
-        // SAFETY: a carved block of a page this thread owns.
-        if unsafe { (*block).is_tagged_free() } {
-            return Err(HeapError::DoubleFree);
+    match remote::free_foreign(page, addr) {
+        Foreign::Sent => Ok(()),
+        Foreign::DoubleFree => Err(HeapError::DoubleFree),
+        Foreign::Other => Err(HeapError::InvalidPointer),
+        Foreign::Mine => {
+            let block = addr as *mut Block;
+            // SAFETY: a carved block of a page this thread owns.
+            if unsafe { (*block).is_tagged_free() } {
+                return Err(HeapError::DoubleFree);
+            }
+            // SAFETY: the calling thread's heap owns the page.
+            let heap = unsafe { &*tls::heap() };
+            // SAFETY: a live carved block of a page this thread's heap owns.
+            unsafe { collect::free_to_page(heap, page, block, &mut CoreAccess::Take) };
+            Ok(())
         }
-        // SAFETY: `me` is this thread's heap (it owns the page).
-        let heap = unsafe { &*me };
-        // SAFETY: a live carved block of a page this thread's heap owns.
-        unsafe { collect::free_to_page(heap, page, block, &mut CoreAccess::Take) };
-        return Ok(());
-    }
-    // Another heap's block. Claim it by swapping in the free tag, so two
-    // racing frees of one block cannot both succeed.
-    // SAFETY: a carved block of one of our pages; its tag word is only
-    // accessed atomically while the block may be contended.
-    let tag = unsafe { &(*block).tag };
-    let current = tag.load(Ordering::Relaxed);
-    if current == tag_of(addr)
-        || tag
-            .compare_exchange(current, tag_of(addr), Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
-        return Err(HeapError::DoubleFree);
-    }
-    // SAFETY: heaps are never unmapped, so the owner pointer stays valid even
-    // if its thread has exited.
-    push_to_inbox(unsafe { &*(owner as *const Heap) }, block);
-    count_remote_free(size);
-    Ok(())
-}
-
-/// Leaves a block in another heap's inbox (a lock-free stack).
-fn push_to_inbox(owner: &Heap, block: *mut Block) {
-    let mut head = owner.inbox.load(Ordering::Relaxed);
-    loop {
-        // SAFETY: we own the claimed block until it is published.
-        unsafe { (*block).link = crate::heap::block::encode(head) };
-        match owner.inbox.compare_exchange_weak(
-            head,
-            block as usize,
-            Ordering::Release,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => return,
-            Err(current) => head = current,
-        }
-    }
-}
-
-/// Counts a block of `size` usable bytes this thread left in another
-/// heap's inbox (its page still counts it as live until it is collected).
-fn count_remote_free(size: usize) {
-    let heap = tls::heap();
-    if heap.is_null() || heap == thread::dead_heap() {
-        SHARED_STATS.remote_blocks.fetch_add(1, Ordering::Relaxed);
-        SHARED_STATS
-            .remote_bytes
-            .fetch_add(size as u64, Ordering::Relaxed);
-    } else {
-        // SAFETY: the calling thread's own heap.
-        let stats = unsafe { &(*heap).stats };
-        HeapStats::bump(&stats.remote_blocks, 1);
-        HeapStats::bump(&stats.remote_bytes, size as u64);
     }
 }
 

@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::backend::page::{Owned, Page};
 use crate::config::SLICE_SIZE;
+use crate::heap::block::Block;
 use crate::heap::size_class::{CLASS_COUNT, DIRECT_SLOTS, direct_slot_range};
 
 /// The descriptor every empty direct-table entry points to: it has no free
@@ -67,6 +68,30 @@ impl Default for HeapStats {
 /// The `remote_*` counters of threads that have no heap of their own (not
 /// yet allocated, or past their exit): updated with atomic adds.
 pub static SHARED_STATS: HeapStats = HeapStats::new();
+
+/// Blocks of one other heap this thread freed, waiting to be sent (see
+/// `remote`). Owner-only.
+#[repr(C)]
+pub struct Outbox {
+    pub owner: Owned<*mut Heap>,
+    pub head: Owned<*mut Block>,
+    pub tail: Owned<*mut Block>,
+    pub count: Owned<u32>,
+}
+
+impl Outbox {
+    pub const fn new() -> Outbox {
+        Outbox {
+            owner: Owned::new(ptr::null_mut()),
+            head: Owned::new(ptr::null_mut()),
+            tail: Owned::new(ptr::null_mut()),
+            count: Owned::new(0),
+        }
+    }
+}
+
+/// Outboxes per heap (one per recent destination heap).
+pub const OUTBOX_SLOTS: usize = 4;
 
 /// Pages of one size class with (possibly) free blocks; the first is the one
 /// allocated from.
@@ -192,6 +217,8 @@ pub struct Heap {
     pub span_cache: [Owned<*mut Page>; SPAN_CACHE_SLOTS],
     pub span_cache_len: Owned<usize>,
     pub span_cache_bytes: Owned<usize>,
+    /// Blocks of other heaps freed by this thread, waiting to be sent.
+    pub outbox: [Outbox; OUTBOX_SLOTS],
     /// Pseudo-random state for secure mode's shuffled free lists.
     pub rng: Owned<u64>,
     /// The owning thread's `fast_bound` (in its TLS), so a new allocation
@@ -218,6 +245,7 @@ impl Heap {
             span_cache: [const { Owned::new(ptr::null_mut()) }; SPAN_CACHE_SLOTS],
             span_cache_len: Owned::new(0),
             span_cache_bytes: Owned::new(0),
+            outbox: [const { Outbox::new() }; OUTBOX_SLOTS],
             rng: Owned::new(0),
             bound_slot: AtomicPtr::new(ptr::null_mut()),
             _pad: [0; 64],

@@ -9,6 +9,7 @@ pub mod free;
 pub mod heap;
 pub mod page_ops;
 pub mod realloc;
+pub mod remote;
 pub mod size_class;
 pub mod thread;
 

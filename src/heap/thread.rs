@@ -8,8 +8,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::backend::{self, Core};
 use crate::diag;
-use crate::heap::collect;
+use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, HeapState};
+use crate::heap::remote;
 use crate::settings;
 use crate::tls;
 
@@ -140,18 +141,33 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     }
     tls::set_heap(dead_heap());
     let _errno = crate::os::errno::ErrnoGuard::save();
-    let mut core = backend::lock();
     // SAFETY: the exiting thread's own heap; no other thread uses it as owner.
     let h = unsafe { &*heap };
-    h.bound_slot.store(core::ptr::null_mut(), Ordering::Relaxed);
     // SAFETY: the calling thread's own TLS word.
     unsafe { (*tls::fast_bound_slot()).store(0, Ordering::Relaxed) };
-    if let Err(block) = collect::release_empty_pages(h, &mut core) {
+    remote::flush_all(h);
+    let mut core = backend::lock();
+    h.bound_slot.store(core::ptr::null_mut(), Ordering::Relaxed);
+    // The heap keeps its pages, empty ones included, so the thread that
+    // adopts it starts with a current page in every class it used: a
+    // program that keeps starting threads does not go to the core for
+    // pages at all. Only beyond a few waiting orphans are the empty pages
+    // given back now.
+    let result = if core.registry.orphan_count() >= ORPHANS_KEPT_WARM {
+        collect::release_empty_pages(h, &mut core)
+    } else {
+        collect::collect_inbox(h, &mut CoreAccess::Held(&mut core))
+    };
+    if let Err(block) = result {
         drop(core);
         diag::fatal(diag::Call::Free, block, diag::HeapError::Corrupted);
     }
     core.registry.orphan(h);
 }
+
+/// Orphaned heaps kept with all their pages (beyond these, an exiting
+/// thread's empty pages go back to the core).
+const ORPHANS_KEPT_WARM: usize = 16;
 
 /// Fork support: in the child, only the forking thread exists.
 pub fn after_fork_in_child(core: &mut Core) {
