@@ -41,14 +41,23 @@ struct Totals {
 impl Totals {
     fn heap(&mut self, stats: &HeapStats) {
         self.allocs += stats.folded_allocs.load(Ordering::Relaxed);
-        // Blocks freed into an inbox are still counted by their page until
-        // the owner collects them.
-        let remote = stats.remote_blocks.load(Ordering::Relaxed) as i64;
-        let drained = stats.drained_blocks.load(Ordering::Relaxed) as i64;
-        self.live_blocks -= remote - drained;
-        let remote = stats.remote_bytes.load(Ordering::Relaxed) as i64;
-        let drained = stats.drained_bytes.load(Ordering::Relaxed) as i64;
-        self.live_bytes -= remote - drained;
+        // Blocks freed into an inbox or kept by the freeing thread are still
+        // counted by their page until collected or handed out again.
+        let pending = |freed: &AtomicU64, drained: &AtomicU64, reused: &AtomicU64| {
+            freed.load(Ordering::Relaxed) as i64
+                - drained.load(Ordering::Relaxed) as i64
+                - reused.load(Ordering::Relaxed) as i64
+        };
+        self.live_blocks -= pending(
+            &stats.remote_blocks,
+            &stats.drained_blocks,
+            &stats.reused_blocks,
+        );
+        self.live_bytes -= pending(
+            &stats.remote_bytes,
+            &stats.drained_bytes,
+            &stats.reused_bytes,
+        );
     }
 }
 

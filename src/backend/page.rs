@@ -57,7 +57,8 @@ pub enum PageKind {
 
 /// `Page::heap` value of spans no thread owns (free spans, large blocks).
 /// No thread's heap pointer can equal it, so the free fast path never
-/// mistakes such a span for one of its own.
+/// mistakes such a span for one of its own; and with `FULL_FLAG` masked off
+/// it is 0: only pages of small blocks have an owner.
 pub const NO_OWNER: usize = 1;
 /// Set in `Page::heap` while the page is full and out of its queue, so the
 /// owner's next free of one of its blocks takes the slow path and requeues it.
@@ -65,18 +66,11 @@ pub const FULL_FLAG: usize = 1;
 
 #[repr(C, align(64))]
 pub struct Page {
-    // ---- first cache line: everything the malloc and free fast paths touch
+    // ---- first cache line: read-mostly, read by every thread that frees
+    // one of the page's blocks (written only when the page is set up, and
+    // `check_limit` as blocks are carved)
     /// The head descriptor of the span this slice belongs to.
     pub head: AtomicPtr<Page>,
-    /// Blocks ready to hand out; the owner's frees push here too, so a
-    /// block freed is the next one handed out (warm in the cache).
-    pub free: Owned<*mut Block>,
-    /// Live blocks, including ones freed remotely but not yet collected,
-    /// plus one while the page is its class's current page. Written by the
-    /// owner; read by statistics.
-    pub used: AtomicU32,
-    /// Size of each block in bytes (the whole span for a large block).
-    pub block_size: AtomicU32,
     /// Owning heap's address (`| FULL_FLAG` while full), or `NO_OWNER`.
     pub heap: AtomicUsize,
     /// Address of the first block.
@@ -85,39 +79,50 @@ pub struct Page {
     /// the product must stay under (`capacity * check_unit`).
     pub check_magic: AtomicU64,
     pub check_limit: AtomicU64,
-    /// Blocks handed out from this page since it was set up (statistics:
-    /// folded into the heap's totals when the page is set up again).
-    pub allocs: AtomicU64,
-
-    // ---- second cache line: queues and span bookkeeping
-    pub kind: AtomicU8,
-    /// Size class (for `Small` pages).
-    pub class: Owned<u8>,
-    /// True while linked in its heap's queue.
-    pub in_queue: Owned<bool>,
-    /// Queue links (heap page queues, or core free-span bins).
-    pub next: Owned<*mut Page>,
-    pub prev: Owned<*mut Page>,
-    /// Blocks that fit in the span.
-    pub reserved: Owned<u32>,
-    /// Blocks carved into the free lists so far.
-    pub capacity: Owned<u32>,
-    /// `check_magic * block_size - 2^64`: the product of the block check for
-    /// the offset of block k is `k * check_unit`.
-    pub check_unit: Owned<u64>,
+    /// Size of each block in bytes (the whole span for a large block).
+    pub block_size: AtomicU32,
     /// Length of the span in slices (head descriptors only).
     pub slice_count: AtomicU32,
     /// Index of this slice in its segment.
     pub slice_index: u32,
+    pub kind: AtomicU8,
+    /// Size class (for `Small` pages).
+    pub class: Owned<u8>,
+    /// True while this is its class's current page (holding the extra
+    /// count in `used`); read by statistics.
+    pub is_current: AtomicBool,
+    _pad: [u8; 9],
+
+    // ---- second cache line: written by the owner on every malloc and free
+    // (apart from the first line, so other threads' frees do not bounce it)
+    /// Blocks ready to hand out; the owner's frees push here too, so a
+    /// block freed is the next one handed out (warm in the cache).
+    pub free: Owned<*mut Block>,
+    /// Live blocks, including ones freed remotely but not yet collected,
+    /// plus one while the page is its class's current page. Written by the
+    /// owner; read by statistics.
+    pub used: AtomicU32,
+    /// Blocks carved into the free lists so far.
+    pub capacity: Owned<u32>,
+    /// Blocks handed out from this page since it was set up (statistics:
+    /// folded into the heap's totals when the page is set up again).
+    pub allocs: AtomicU64,
+    /// Queue links (heap page queues, or core free-span bins).
+    pub next: Owned<*mut Page>,
+    pub prev: Owned<*mut Page>,
+    /// `check_magic * block_size - 2^64`: the product of the block check for
+    /// the offset of block k is `k * check_unit`.
+    pub check_unit: Owned<u64>,
     /// When the span became free (ms, core clock), for delayed purging.
     pub freed_at_ms: Owned<u64>,
+    /// Blocks that fit in the span.
+    pub reserved: Owned<u32>,
+    /// True while linked in its heap's queue.
+    pub in_queue: Owned<bool>,
     /// True while the span's memory is backed (not purged).
     pub committed: Owned<bool>,
     /// True when the memory of the span is known to be all zero.
     pub is_zero: Owned<bool>,
-    /// True while this is its class's current page (holding the extra
-    /// count in `used`); read by statistics.
-    pub is_current: AtomicBool,
 }
 
 impl Page {
@@ -148,6 +153,7 @@ impl Page {
             committed: Owned::new(false),
             is_zero: Owned::new(false),
             is_current: AtomicBool::new(false),
+            _pad: [0; 9],
         }
     }
 
@@ -254,3 +260,4 @@ impl Page {
 }
 
 const _: () = assert!(core::mem::size_of::<Page>() == 128);
+const _: () = assert!(core::mem::offset_of!(Page, free) == 64);

@@ -14,7 +14,7 @@ use crate::heap::heap::Heap;
 use crate::heap::page_ops;
 use crate::heap::remote;
 use crate::heap::size_class::{
-    aligned_class, block_size_of, class_of, direct_slot, page_slices_of,
+    SLOT_CLASS, aligned_class, block_size_of, class_of, direct_slot, page_slices_of,
 };
 use crate::heap::thread;
 use crate::settings;
@@ -30,14 +30,32 @@ pub fn malloc(size: usize, slow: fn(usize) -> *mut u8) -> *mut u8 {
     if size < bound {
         // SAFETY: a non-zero bound means the thread has a heap of its own.
         let heap = unsafe { &*heap };
+        let slot = direct_slot(size);
         // SAFETY: the bound is at most SMALL_MAX + 1, so the slot is within
         // the table.
-        let page = unsafe { heap.direct.get_unchecked(direct_slot(size)) }.get();
+        let page = unsafe { heap.direct.get_unchecked(slot) }.get();
         // SAFETY: direct entries point to pages of this heap or the empty page.
         let block = unsafe { page_ops::pop(page) };
         if !block.is_null() {
             return block;
         }
+        return current_page_empty(heap, slot, size, slow);
+    }
+    slow(size)
+}
+
+/// malloc's fast path found the current page empty: blocks of the class
+/// that this thread freed for other threads come first, then the slow path.
+#[inline(never)]
+fn current_page_empty(
+    heap: &Heap,
+    slot: usize,
+    size: usize,
+    slow: fn(usize) -> *mut u8,
+) -> *mut u8 {
+    let block = remote::pop_foreign(heap, SLOT_CLASS[slot] as usize);
+    if !block.is_null() {
+        return block;
     }
     slow(size)
 }
@@ -145,6 +163,10 @@ pub fn alloc_in_class(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut 
         if !block.is_null() {
             return block;
         }
+    }
+    let block = remote::pop_foreign(heap, class);
+    if !block.is_null() {
+        return block;
     }
     let page = refill(heap, class, core);
     if page.is_null() {

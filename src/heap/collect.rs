@@ -82,7 +82,7 @@ pub unsafe fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &m
     let used = page.used() - 1;
     page.set_used(used);
     if used == 0 {
-        page_emptied(heap, page, core);
+        retire(heap, page, core);
     }
 }
 
@@ -102,8 +102,9 @@ pub fn mark_full(heap: &Heap, page: &Page) {
 
 /// All blocks of the page are free and it is not its class's current page
 /// (which holds an extra count): give its span back to the core.
-pub fn page_emptied(heap: &Heap, page: &Page, core: &mut CoreAccess) {
-    retire(heap, page, core);
+#[inline(never)]
+pub fn page_emptied(heap: &Heap, page: &Page) {
+    retire(heap, page, &mut CoreAccess::Take);
 }
 
 /// Gives an empty page's span back to the core.

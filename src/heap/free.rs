@@ -17,6 +17,7 @@ use crate::config::MIN_ALIGN;
 use crate::diag::{self, Call, HeapError};
 use crate::heap::block::Block;
 use crate::heap::collect::{self, CoreAccess};
+use crate::heap::heap::Heap;
 use crate::heap::remote::{self, Foreign};
 use crate::tls;
 
@@ -50,17 +51,24 @@ pub unsafe fn free(ptr: *mut u8, call: Call) {
                     return;
                 }
                 // SAFETY: as above.
-                return collect::page_emptied(unsafe { &*heap }, page, &mut CoreAccess::Take);
+                return collect::page_emptied(unsafe { &*heap }, page);
             }
         } else {
-            match remote::free_foreign(page, addr) {
-                Foreign::Sent => return,
-                Foreign::DoubleFree => diag::fatal(call, addr, HeapError::DoubleFree),
-                Foreign::Mine | Foreign::Other => {}
-            }
+            return not_mine(page, addr, heap, call);
         }
     }
     free_slow(ptr, call)
+}
+
+/// free of a block in a page the calling thread does not own (or a full
+/// page it does own).
+#[inline(never)]
+fn not_mine(page: &Page, addr: usize, heap: *mut Heap, call: Call) {
+    match remote::free_foreign(page, addr, heap) {
+        Foreign::Sent => {}
+        Foreign::DoubleFree => diag::fatal(call, addr, HeapError::DoubleFree),
+        Foreign::Mine | Foreign::Other => free_slow(addr as *mut u8, call),
+    }
 }
 
 #[inline(never)]
@@ -130,7 +138,7 @@ pub fn locate(addr: usize) -> Result<Location, HeapError> {
 /// Frees a carved block of a small page: locally if the calling thread
 /// owns the page, else towards its owner.
 fn free_small(page: &Page, addr: usize) -> Result<(), HeapError> {
-    match remote::free_foreign(page, addr) {
+    match remote::free_foreign(page, addr, tls::heap()) {
         Foreign::Sent => Ok(()),
         Foreign::DoubleFree => Err(HeapError::DoubleFree),
         Foreign::Other => Err(HeapError::InvalidPointer),

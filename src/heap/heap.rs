@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use crate::backend::page::{Owned, Page};
 use crate::config::SLICE_SIZE;
 use crate::heap::block::Block;
-use crate::heap::size_class::{CLASS_COUNT, DIRECT_SLOTS, direct_slot_range};
+use crate::heap::size_class::{CLASS_COUNT, DIRECT_SLOTS, FOREIGN_CLASSES, direct_slot_range};
 
 /// The descriptor every empty direct-table entry points to: it has no free
 /// blocks, so the fast path falls through to the slow path without a check.
@@ -39,6 +39,10 @@ pub struct HeapStats {
     /// Blocks (and bytes) collected from this heap's inbox.
     pub drained_blocks: AtomicU64,
     pub drained_bytes: AtomicU64,
+    /// Blocks (and bytes) of other heaps that this thread freed and then
+    /// handed out again itself (live again; counted in `remote_*` too).
+    pub reused_blocks: AtomicU64,
+    pub reused_bytes: AtomicU64,
 }
 
 impl HeapStats {
@@ -49,6 +53,8 @@ impl HeapStats {
             remote_bytes: AtomicU64::new(0),
             drained_blocks: AtomicU64::new(0),
             drained_bytes: AtomicU64::new(0),
+            reused_blocks: AtomicU64::new(0),
+            reused_bytes: AtomicU64::new(0),
         }
     }
 
@@ -219,6 +225,10 @@ pub struct Heap {
     pub span_cache_bytes: Owned<usize>,
     /// Blocks of other heaps freed by this thread, waiting to be sent.
     pub outbox: [Outbox; OUTBOX_SLOTS],
+    /// Blocks of other heaps freed by this thread and kept for its own
+    /// reuse, per small class (see `remote`).
+    pub foreign: [Owned<*mut Block>; FOREIGN_CLASSES],
+    pub foreign_count: [Owned<u32>; FOREIGN_CLASSES],
     /// Pseudo-random state for secure mode's shuffled free lists.
     pub rng: Owned<u64>,
     /// The owning thread's `fast_bound` (in its TLS), so a new allocation
@@ -246,6 +256,8 @@ impl Heap {
             span_cache_len: Owned::new(0),
             span_cache_bytes: Owned::new(0),
             outbox: [const { Outbox::new() }; OUTBOX_SLOTS],
+            foreign: [const { Owned::new(ptr::null_mut()) }; FOREIGN_CLASSES],
+            foreign_count: [const { Owned::new(0) }; FOREIGN_CLASSES],
             rng: Owned::new(0),
             bound_slot: AtomicPtr::new(ptr::null_mut()),
             _pad: [0; 64],

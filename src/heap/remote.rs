@@ -1,25 +1,40 @@
 //! Frees of blocks that belong to another thread's heap. The block is
-//! claimed (its free tag swapped in atomically, so two racing frees cannot
-//! both succeed), then left in a small per-thread outbox for its owner; a
-//! full outbox is spliced into the owner's inbox with one atomic
-//! compare-and-swap, so a thread that frees many blocks of another pays one
-//! contended atomic per batch, not per block. The owner takes its inbox
-//! whole on its next refill (see `collect::collect_inbox`).
+//! claimed first (its free tag swapped in atomically, so two racing frees
+//! cannot both succeed). Then:
+//!
+//! - A small block is kept by the freeing thread, in its *foreign cache*
+//!   (a list per small class, at most `FOREIGN_MAX` blocks), and handed out
+//!   again by that thread's own mallocs of the class. Servers whose threads
+//!   free what other threads allocated keep their blocks warm in the cache
+//!   of the core that uses them, instead of sending every block back.
+//! - Otherwise it goes to a small per-thread outbox for its owner; a full
+//!   outbox is spliced into the owner's inbox with one compare-and-swap, so
+//!   a thread freeing many blocks of another pays one contended atomic per
+//!   batch, not per block. The owner takes its inbox whole on its next
+//!   refill (see `collect::collect_inbox`).
 //!
 //! Outboxes are flushed when full, when a slot is needed for another owner,
-//! on the thread's allocation slow path, and at thread exit; so at most
-//! `OUTBOX_SLOTS * OUTBOX_BATCH` blocks per thread wait in them.
+//! on the thread's allocation slow path, and at thread exit; at most
+//! `OUTBOX_SLOTS * OUTBOX_BATCH` blocks per thread wait in them. Foreign
+//! caches stay with the heap (an exited thread's heap is adopted whole).
 
 use core::sync::atomic::Ordering;
 
-use crate::backend::page::{FULL_FLAG, Page, PageKind};
+use core::ptr;
+
+use crate::backend::page::{FULL_FLAG, Page};
+use crate::backend::region_map;
+use crate::backend::segment::Segment;
+use crate::diag::{self, Call, HeapError};
 use crate::heap::block::{Block, encode, tag_of};
 use crate::heap::heap::{Heap, HeapStats, Outbox, SHARED_STATS};
+use crate::heap::size_class::{FOREIGN_CLASSES, block_size_of, class_of};
 use crate::heap::thread;
-use crate::tls;
 
 /// Blocks an outbox collects before it is sent.
 pub const OUTBOX_BATCH: u32 = 32;
+/// Blocks a thread keeps per small class for its own reuse.
+pub const FOREIGN_MAX: u32 = 64;
 
 /// What `free_foreign` found.
 pub enum Foreign {
@@ -34,14 +49,17 @@ pub enum Foreign {
     Other,
 }
 
-/// Frees block `addr` of `page`, a page the calling thread does not own.
+/// Frees block `addr` of `page`, a page the calling thread (whose heap is
+/// `me`, possibly null or the dead heap) does not own.
 #[inline(never)]
-pub fn free_foreign(page: &Page, addr: usize) -> Foreign {
-    if page.kind() != PageKind::Small || !page.is_block_start(addr) {
+pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap) -> Foreign {
+    // Only pages of small blocks have an owning heap (every other span has
+    // `NO_OWNER`, which is `FULL_FLAG`): checked on the descriptor's first
+    // cache line, like everything else here.
+    let owner = page.heap.load(Ordering::Relaxed) & !FULL_FLAG;
+    if owner == 0 || !page.is_block_start(addr) {
         return Foreign::Other;
     }
-    let owner = page.heap.load(Ordering::Relaxed) & !FULL_FLAG;
-    let me = tls::heap();
     if owner == me as usize {
         return Foreign::Mine;
     }
@@ -57,11 +75,89 @@ pub fn free_foreign(page: &Page, addr: usize) -> Foreign {
     {
         return Foreign::DoubleFree;
     }
+    let size = page.block_size();
+    let class = class_of(size);
+    if class < FOREIGN_CLASSES && !me.is_null() && me != thread::dead_heap() {
+        // SAFETY: the calling thread's own heap.
+        let me = unsafe { &*me };
+        if keep(me, class, block, size) {
+            return Foreign::Sent;
+        }
+    }
     // SAFETY: heaps are never unmapped: the owner pointer stays valid even if
     // its thread has exited.
     let owner = unsafe { &*(owner as *const Heap) };
-    send(me, owner, block, page.block_size());
+    send(me, owner, block, size);
     Foreign::Sent
+}
+
+/// Keeps a claimed block in the thread's foreign cache; false when full.
+fn keep(me: &Heap, class: usize, block: *mut Block, size: usize) -> bool {
+    let count = me.foreign_count[class].get();
+    if count >= FOREIGN_MAX {
+        return false;
+    }
+    // SAFETY: the block is claimed: nobody else touches its link now.
+    unsafe { (*block).link = encode(me.foreign[class].get() as usize) };
+    me.foreign[class].set(block);
+    me.foreign_count[class].set(count + 1);
+    HeapStats::bump(&me.stats.remote_blocks, 1);
+    HeapStats::bump(&me.stats.remote_bytes, size as u64);
+    true
+}
+
+/// Hands out a block from the thread's foreign cache for `class`, or null.
+/// The next link is checked before it is trusted: it must be a free-tagged
+/// block in one of CMA's segments (a use-after-free write would break it).
+#[inline(never)]
+pub fn pop_foreign(me: &Heap, class: usize) -> *mut u8 {
+    let Some(head) = me.foreign.get(class) else {
+        return ptr::null_mut();
+    };
+    let block = head.get();
+    if block.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: cached blocks are claimed blocks of our segments.
+    let next = unsafe { (*block).next() };
+    let next_ok = next == 0
+        || (region_map::is_segment(next)
+            // SAFETY: read only after the region map says it is ours.
+            && unsafe { (*(next as *const Block)).is_tagged_free() });
+    if !next_ok {
+        diag::fatal(Call::Malloc, block as usize, HeapError::Corrupted);
+    }
+    head.set(next as *mut Block);
+    me.foreign_count[class].set(me.foreign_count[class].get() - 1);
+    // SAFETY: as above.
+    unsafe { (*block).clear_tag() };
+    let size = block_size_of(class) as u64;
+    HeapStats::bump(&me.stats.reused_blocks, 1);
+    HeapStats::bump(&me.stats.reused_bytes, size);
+    HeapStats::bump(&me.stats.folded_allocs, 1);
+    block.cast()
+}
+
+/// Sends every block of the thread's foreign cache to its owner (when its
+/// heap gives its memory back).
+pub fn return_foreign(me: &Heap) {
+    for class in 0..FOREIGN_CLASSES {
+        let mut block = me.foreign[class].get();
+        while !block.is_null() {
+            // SAFETY: cached blocks are claimed blocks of our segments.
+            let next = unsafe { (*block).next() } as *mut Block;
+            // SAFETY: as above: its page is a live small page.
+            let page = unsafe { &*Segment::page_of(block as usize) };
+            let owner = page.heap.load(Ordering::Relaxed) & !FULL_FLAG;
+            // SAFETY: heaps are never unmapped.
+            let owner = unsafe { &*(owner as *const Heap) };
+            to_outbox(me, owner, block);
+            block = next;
+        }
+        me.foreign[class].set(ptr::null_mut());
+        me.foreign_count[class].set(0);
+    }
+    flush_all(me);
 }
 
 /// Sends a claimed block to its owner, through the calling thread's outbox
@@ -79,6 +175,11 @@ fn send(me: *mut Heap, owner: &Heap, block: *mut Block, size: usize) {
     let me = unsafe { &*me };
     HeapStats::bump(&me.stats.remote_blocks, 1);
     HeapStats::bump(&me.stats.remote_bytes, size as u64);
+    to_outbox(me, owner, block);
+}
+
+/// Adds a claimed block to the outbox for `owner`.
+fn to_outbox(me: &Heap, owner: &Heap, block: *mut Block) {
     let outbox = &me.outbox[(owner as *const Heap as usize >> 6) % me.outbox.len()];
     let owner_ptr = owner as *const Heap as *mut Heap;
     if outbox.owner.get() != owner_ptr {

@@ -15,6 +15,21 @@ pub const fn direct_slot(size: usize) -> usize {
     (size + MIN_ALIGN - 1) / MIN_ALIGN
 }
 
+/// The class serving each direct slot.
+pub static SLOT_CLASS: [u8; DIRECT_SLOTS] = {
+    let mut table = [0u8; DIRECT_SLOTS];
+    let mut slot = 0;
+    while slot < DIRECT_SLOTS {
+        table[slot] = class_of(slot * MIN_ALIGN) as u8;
+        slot += 1;
+    }
+    table
+};
+
+/// Classes whose blocks a thread keeps for its own reuse when it frees
+/// them for another thread (see `remote`): those of the direct table.
+pub const FOREIGN_CLASSES: usize = class_of(SMALL_MAX) + 1;
+
 /// The class of a request of `size <= MEDIUM_MAX` bytes (0 maps to class 0).
 #[inline]
 pub const fn class_of(size: usize) -> usize {
@@ -115,6 +130,17 @@ mod tests {
             let class = class_of(size);
             let (lo, hi) = direct_slot_range(class);
             assert!((lo..=hi).contains(&direct_slot(size)), "size {size}");
+        }
+    }
+
+    #[test]
+    fn slot_classes_match() {
+        for size in 0..=SMALL_MAX {
+            assert_eq!(
+                SLOT_CLASS[direct_slot(size)] as usize,
+                class_of(size),
+                "size {size}"
+            );
         }
     }
 

@@ -154,6 +154,7 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     // pages at all. Only beyond a few waiting orphans are the empty pages
     // given back now.
     let result = if core.registry.orphan_count() >= ORPHANS_KEPT_WARM {
+        remote::return_foreign(h);
         collect::release_empty_pages(h, &mut core)
     } else {
         collect::collect_inbox(h, &mut CoreAccess::Held(&mut core))
