@@ -17,11 +17,13 @@ LIBDIR := target/release
 
 all: lib
 
-# The shipped libraries are built as cdylib + staticlib only: with the rlib
+# The shipped libraries are built as cdylib + staticlib only (with the rlib
 # in the same compilation, rustc cannot internalise the allocator's statics
-# and every fast-path global goes through the GOT.
+# and every fast-path global goes through the GOT) and without std (see the
+# `std` feature in Cargo.toml).
 lib:
-	$(CARGO) rustc --release --lib --crate-type cdylib --crate-type staticlib
+	$(CARGO) rustc --release --lib --no-default-features --features override \
+		--crate-type cdylib --crate-type staticlib
 
 test: test-rust test-loom lint lib test-header test-c test-smoke
 	@echo "make test: all tests passed"
@@ -36,6 +38,7 @@ test-loom:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
+	$(CARGO) clippy --release --lib --no-default-features --features override -- -D warnings
 
 # A build must not change the committed header.
 test-header: lib

@@ -13,9 +13,20 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // The allocator itself uses only `core` (the crate is `no_std`, so nothing
-// can allocate by accident). std is linked for its panic handler (with
-// panic = "abort") and for the tests.
+// can allocate by accident). With the `std` feature (Rust users, tests),
+// std supplies the panic handler; without it (the C libraries), CMA's own.
+#[cfg(any(feature = "std", test))]
 extern crate std;
+
+/// A panic is a bug in CMA: say so in one line and end the process (panics
+/// abort; nothing may unwind through the C ABI or allocate here).
+#[cfg(not(any(feature = "std", test)))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    os::stderr::write_all(2, b"cma: internal error (panic); aborting\n");
+    // SAFETY: abort(3) has no preconditions and does not return.
+    unsafe { libc::abort() }
+}
 
 pub mod sync;
 
