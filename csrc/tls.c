@@ -15,7 +15,7 @@ struct cma_tls {
     size_t fast_bound;   /* malloc sizes below this take the fast path; 0 until
                             the thread has a heap, and again after it exits */
     uint32_t last_error; /* CmaError of the thread's last cma_* call */
-    uint32_t flags;      /* reserved */
+    uint32_t flags;      /* CMA-internal state (see src/tls.rs) */
 };
 
 __attribute__((tls_model("initial-exec"), visibility("hidden")))

@@ -86,6 +86,7 @@ extern "C" fn fork_parent() {
 extern "C" fn fork_child() {
     // SAFETY: runs in the child, whose only thread is the one that forked.
     unsafe { backend::CORE.fork_child() };
+    crate::purge::after_fork_in_child();
     thread::after_fork_in_child(&mut backend::lock());
 }
 

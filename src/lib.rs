@@ -47,6 +47,8 @@ mod init;
 #[cfg(not(loom))]
 mod os;
 #[cfg(not(loom))]
+mod purge;
+#[cfg(not(loom))]
 mod settings;
 #[cfg(not(loom))]
 mod stats;

@@ -41,6 +41,7 @@ struct Totals {
 impl Totals {
     fn heap(&mut self, stats: &HeapStats) {
         self.allocs += stats.folded_allocs.load(Ordering::Relaxed);
+        self.allocs += stats.taken_allocs.load(Ordering::Relaxed);
         // Blocks freed into an inbox or kept by the freeing thread are still
         // counted by their page until collected or handed out again.
         let pending = |freed: &AtomicU64, drained: &AtomicU64, reused: &AtomicU64| {
@@ -48,6 +49,10 @@ impl Totals {
                 - drained.load(Ordering::Relaxed) as i64
                 - reused.load(Ordering::Relaxed) as i64
         };
+        let internal = stats.internal_blocks.load(Ordering::Relaxed);
+        self.allocs -= internal;
+        self.live_blocks -= internal as i64;
+        self.live_bytes -= stats.internal_bytes.load(Ordering::Relaxed) as i64;
         self.live_blocks -= pending(
             &stats.remote_blocks,
             &stats.drained_blocks,

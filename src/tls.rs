@@ -15,8 +15,14 @@ pub struct ThreadState {
     /// after it exits. Written by other threads too (`set_alloc_limit`).
     pub fast_bound: AtomicUsize,
     pub last_error: u32,
+    /// `INTERNAL`: the thread is inside CMA's own use of libc (see
+    /// `set_internal`).
     pub flags: u32,
 }
+
+/// While set, the thread's allocation slow path records its blocks as CMA's
+/// own (libc allocating on CMA's behalf), which statistics leave out.
+pub const INTERNAL: u32 = 1;
 
 unsafe extern "C" {
     fn cma_tls_get() -> *mut ThreadState;
@@ -102,6 +108,18 @@ pub fn set_heap(heap: *mut crate::heap::Heap) {
 pub fn fast_bound_slot() -> *const AtomicUsize {
     // SAFETY: `state()` is valid for the calling thread.
     unsafe { &(*state()).fast_bound }
+}
+
+/// Marks (or unmarks) the calling thread as allocating on CMA's behalf.
+pub fn set_internal(on: bool) {
+    // SAFETY: `state()` is valid for the calling thread.
+    unsafe { (*state()).flags = if on { INTERNAL } else { 0 } }
+}
+
+/// True while the calling thread allocates on CMA's behalf.
+pub fn is_internal() -> bool {
+    // SAFETY: `state()` is valid for the calling thread.
+    unsafe { (*state()).flags & INTERNAL != 0 }
 }
 
 /// Records the calling thread's last CMA API error code.

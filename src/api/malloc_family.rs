@@ -157,3 +157,13 @@ pub unsafe extern "C" fn free_aligned_sized(ptr: *mut c_void, alignment: usize, 
     // SAFETY: forwarded; validated by the heap layer.
     unsafe { entry::free_or_die(ptr, Call::FreeSized) }
 }
+
+/// Gives free memory back to the OS now: the calling thread's empty pages
+/// and everything the core holds (`pad` is ignored: CMA keeps no top pad).
+/// Returns 1 if memory was released, 0 otherwise, as glibc does.
+#[unsafe(no_mangle)]
+pub extern "C" fn malloc_trim(pad: usize) -> c_int {
+    let _ = pad;
+    let _errno = crate::os::errno::ErrnoGuard::save();
+    (crate::purge::trim_now() > 0) as c_int
+}

@@ -67,6 +67,7 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, usize) {
         })
     };
     region_map::set_huge(base as usize, map_len);
+    crate::backend::segment::advise_huge_pages(base, map_len);
     (user as *mut u8, map_len - offset)
 }
 

@@ -20,6 +20,7 @@ use crate::backend::segment::Segment;
 use crate::backend::spans::Spans;
 use crate::config::SLICE_SIZE;
 use crate::diag::HeapError;
+use crate::os::clock::now_ms;
 use crate::sync::{TicketGuard, TicketLock};
 
 pub struct Core {
@@ -34,6 +35,8 @@ pub struct Core {
     /// passes `next_peak_sample`.
     pub held_bytes: usize,
     pub next_peak_sample: usize,
+    /// When the next purge is due (ms; `u64::MAX`: nothing waits).
+    pub next_purge_ms: u64,
 }
 
 /// Live blocks of one kind, their usable bytes, and allocations ever made.
@@ -79,6 +82,7 @@ impl Core {
             huge: BlockCount::new(),
             held_bytes: 0,
             next_peak_sample: 0,
+            next_purge_ms: u64::MAX,
         }
     }
 
@@ -94,7 +98,7 @@ impl Core {
     /// Gives a page's span back.
     pub fn free_page_span(&mut self, page: &Page) {
         self.held_bytes -= page.slice_count() * SLICE_SIZE;
-        self.spans.free(page);
+        self.spans.free(page, now_ms());
     }
 
     /// Allocates a large block: a span of its own, slice-aligned (so any
@@ -120,7 +124,7 @@ impl Core {
         let size = validate_large(page, addr)?;
         self.large.freed(size);
         self.held_bytes -= size;
-        self.spans.free(page);
+        self.spans.free(page, now_ms());
         Ok(size)
     }
 
@@ -133,7 +137,7 @@ impl Core {
             return true;
         }
         if new_slices < old_slices {
-            self.spans.shrink(head, new_slices);
+            self.spans.shrink(head, new_slices, now_ms());
         } else if !self.spans.grow(head, new_slices - old_slices) {
             return false;
         }

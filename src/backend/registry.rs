@@ -46,6 +46,7 @@ impl Registry {
             self.orphans = h.orphan_next.load(Ordering::Relaxed);
             self.orphan_count -= 1;
             h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
+            h.trimmed.store(false, Ordering::Relaxed);
             h.set_state(HeapState::Live);
             return heap;
         }
@@ -58,9 +59,10 @@ impl Registry {
     }
 
     /// Parks the heap of an exited thread until a new thread adopts it.
-    pub fn orphan(&mut self, h: &Heap) {
+    pub fn orphan(&mut self, h: &Heap, now_ms: u64) {
         let heap = h.as_ptr();
         h.set_state(HeapState::Orphaned);
+        h.orphaned_at_ms.store(now_ms, Ordering::Relaxed);
         h.thread_id.store(0, Ordering::Relaxed);
         h.orphan_next.store(self.orphans, Ordering::Relaxed);
         self.orphans = heap;
@@ -69,6 +71,11 @@ impl Registry {
 
     pub fn orphan_count(&self) -> usize {
         self.orphan_count
+    }
+
+    /// The first orphaned heap (the rest through `Heap::orphan_next`).
+    pub fn first_orphan(&self) -> *mut Heap {
+        self.orphans
     }
 
     /// In a forked child: every heap still owned by a thread other than the

@@ -7,9 +7,7 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crate::backend::page::{NO_OWNER, Page, PageKind};
 use crate::backend::region_map::{self, Region};
-use crate::config::{
-    FIRST_USABLE_SLICE, SEGMENT_MASK, SEGMENT_SIZE, SLICE_SHIFT, SLICE_SIZE, SLICES_PER_SEGMENT,
-};
+use crate::config::{SEGMENT_MASK, SEGMENT_SIZE, SLICE_SHIFT, SLICE_SIZE, SLICES_PER_SEGMENT};
 use crate::os::mmap;
 
 /// Secret mixed into segment cookies.
@@ -35,6 +33,15 @@ pub struct Segment {
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
 const _: () = assert!(core::mem::offset_of!(Segment, pages) == 0);
+
+/// Applies the CMA_THP setting to a fresh mapping.
+pub fn advise_huge_pages(base: *mut u8, len: usize) {
+    match crate::settings::thp() {
+        crate::settings::THP_ON => mmap::advise_huge_pages(base, len, true),
+        crate::settings::THP_OFF => mmap::advise_huge_pages(base, len, false),
+        _ => {}
+    }
+}
 
 impl Segment {
     /// The segment holding `addr` (meaningful only if the region map says
@@ -84,15 +91,8 @@ impl Segment {
             page.head
                 .store(page as *const Page as *mut Page, Ordering::Relaxed);
         }
-        let header = &seg.pages[0];
-        header.set_kind(PageKind::None);
-        let span = &seg.pages[FIRST_USABLE_SLICE];
-        span.slice_count.store(
-            (SLICES_PER_SEGMENT - FIRST_USABLE_SLICE) as u32,
-            Ordering::Relaxed,
-        );
-        span.is_zero.set(true);
-        span.committed.set(true);
+        seg.pages[0].set_kind(PageKind::None);
+        advise_huge_pages(base, SEGMENT_SIZE);
         region_map::set(base as usize, SEGMENT_SIZE, Region::Segment);
         segment
     }

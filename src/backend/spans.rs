@@ -1,13 +1,25 @@
 //! The span allocator: free runs of slices binned by length, split on
 //! allocation and coalesced with free neighbours on release. Lives inside the
 //! core and is only used with the core's lock held.
+//!
+//! Free spans remember whether their memory may still be backed by physical
+//! pages (`committed`) and when they were freed. `purge` gives the memory of
+//! spans free for long enough back to the OS (madvise, the mapping stays) and
+//! unmaps empty segments beyond a few; `dirty_bytes` says how much memory a
+//! purge could give back.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
 
 use crate::backend::page::{NO_OWNER, Page, PageKind};
 use crate::backend::segment::Segment;
-use crate::config::{FIRST_USABLE_SLICE, SLICES_PER_SEGMENT, USABLE_SLICES};
+use crate::config::{FIRST_USABLE_SLICE, SLICE_SIZE, SLICES_PER_SEGMENT, USABLE_SLICES};
+use crate::os::mmap;
+
+/// Empty segments kept mapped (their memory purged) for reuse.
+const KEEP_EMPTY_SEGMENTS: usize = 2;
+/// Beyond this many, an emptied segment is unmapped at once.
+const MAX_EMPTY_SEGMENTS: usize = 8;
 
 pub struct Spans {
     /// Free spans by length in slices (index 1..=USABLE_SLICES).
@@ -17,14 +29,23 @@ pub struct Spans {
     /// All segments (a doubly linked list through `Segment::next/prev`).
     segments: *mut Segment,
     pub segment_count: usize,
-    /// Segments whose slices are all free, kept for reuse.
+    /// Segments whose slices are all free.
     pub empty_segments: usize,
-    /// How many empty segments to keep mapped.
-    pub keep_empty_segments: usize,
+    /// Bytes of free spans whose memory may still be backed.
+    pub dirty_bytes: usize,
 }
 
 // SAFETY: `Spans` is only reachable through the core's lock.
 unsafe impl Send for Spans {}
+
+/// What a purge did.
+#[derive(Clone, Copy, Default)]
+pub struct Purged {
+    /// Bytes given back to the OS (decommitted or unmapped).
+    pub bytes: usize,
+    /// When the oldest span still dirty becomes due (ms), if any.
+    pub next_due_ms: Option<u64>,
+}
 
 impl Spans {
     pub const fn new() -> Spans {
@@ -34,14 +55,15 @@ impl Spans {
             segments: ptr::null_mut(),
             segment_count: 0,
             empty_segments: 0,
-            keep_empty_segments: 1,
+            dirty_bytes: 0,
         }
     }
 
     /// Allocates a span of `slices` slices whose first slice index is a
     /// multiple of `align_slices` (a power of two). Returns its head
     /// descriptor (kind `None`, so no neighbour merges it before the caller
-    /// sets it up), or null when the OS refuses memory.
+    /// sets it up; `is_zero` says whether its memory is known to be zero),
+    /// or null when the OS refuses memory.
     pub fn alloc(&mut self, slices: usize, align_slices: usize) -> *mut Page {
         debug_assert!((1..=USABLE_SLICES).contains(&slices));
         loop {
@@ -54,9 +76,9 @@ impl Spans {
         }
     }
 
-    /// Returns a span to the bins, merging it with free neighbours. Empty
-    /// segments beyond the ones kept are unmapped.
-    pub fn free(&mut self, head: &Page) {
+    /// Returns a span (backed memory, freed at `now_ms`) to the bins, merging
+    /// it with free neighbours.
+    pub fn free(&mut self, head: &Page, now_ms: u64) {
         let segment = Segment::of(head as *const Page as usize);
         let mut start = head.slice_index as usize;
         let mut count = head.slice_count();
@@ -65,10 +87,9 @@ impl Spans {
         if start > FIRST_USABLE_SLICE {
             let left = pages[start - 1].head.load(Ordering::Relaxed);
             // SAFETY: head pointers always point into the same segment's header.
-            if unsafe { (*left).kind() } == PageKind::Free {
-                self.bin_remove(left);
-                // SAFETY: as above.
-                let left = unsafe { &*left };
+            let left = unsafe { &*left };
+            if left.kind() == PageKind::Free {
+                self.unbin_free(left);
                 start = left.slice_index as usize;
                 count += left.slice_count();
             }
@@ -77,28 +98,27 @@ impl Spans {
         if end < SLICES_PER_SEGMENT {
             let right = pages[end].head.load(Ordering::Relaxed);
             // SAFETY: as above.
-            if unsafe { (*right).kind() } == PageKind::Free {
-                self.bin_remove(right);
-                // SAFETY: as above.
-                count += unsafe { (*right).slice_count() };
+            let right = unsafe { &*right };
+            if right.kind() == PageKind::Free {
+                self.unbin_free(right);
+                count += right.slice_count();
             }
         }
         let merged = self.set_span(segment, start, count, PageKind::Free);
         // SAFETY: `merged` is a head descriptor in the segment.
-        unsafe { (*merged).is_zero.set(false) };
-        if count == USABLE_SLICES {
-            self.empty_segments += 1;
-            if self.empty_segments > self.keep_empty_segments {
-                self.release_segment(segment);
-                return;
-            }
+        let merged_ref = unsafe { &*merged };
+        merged_ref.is_zero.set(false);
+        merged_ref.committed.set(true);
+        merged_ref.freed_at_ms.set(now_ms);
+        self.bin_free(merged_ref);
+        if count == USABLE_SLICES && self.empty_segments > MAX_EMPTY_SEGMENTS {
+            self.release_segment(segment, merged_ref);
         }
-        self.bin_push(merged);
     }
 
-    /// Shrinks the allocated span `span` to its first `keep` slices, freeing
+    /// Shrinks the allocated span `head` to its first `keep` slices, freeing
     /// the rest.
-    pub fn shrink(&mut self, head: &Page, keep: usize) {
+    pub fn shrink(&mut self, head: &Page, keep: usize, now_ms: u64) {
         let count = head.slice_count();
         debug_assert!(keep >= 1 && keep < count);
         let segment = Segment::of(head as *const Page as usize);
@@ -106,35 +126,27 @@ impl Spans {
         head.slice_count.store(keep as u32, Ordering::Relaxed);
         let tail = self.set_span(segment, start + keep, count - keep, PageKind::Large);
         // SAFETY: `set_span` returns a head descriptor in the mapped segment.
-        self.free(unsafe { &*tail });
+        self.free(unsafe { &*tail }, now_ms);
     }
 
-    /// Grows the allocated span `span` by `extra` slices in place if the
+    /// Grows the allocated span `head` by `extra` slices in place if the
     /// span right after it is free and long enough. Returns success.
     pub fn grow(&mut self, head: &Page, extra: usize) -> bool {
         let span = head as *const Page as *mut Page;
         let segment = Segment::of(span as usize);
-        let start = head.slice_index as usize;
-        let count = head.slice_count();
-        let end = start + count;
+        let end = head.slice_index as usize + head.slice_count();
         if end >= SLICES_PER_SEGMENT {
             return false;
         }
         // SAFETY: descriptors of the same mapped segment.
-        let right = unsafe { (*segment).pages[end].head.load(Ordering::Relaxed) };
-        // SAFETY: as above.
-        let right_ref = unsafe { &*right };
-        if right_ref.kind() != PageKind::Free || right_ref.slice_count() < extra {
+        let right = unsafe { &*(*segment).pages[end].head.load(Ordering::Relaxed) };
+        if right.kind() != PageKind::Free || right.slice_count() < extra {
             return false;
         }
-        let right_count = right_ref.slice_count();
-        self.bin_remove(right);
-        if right_count > extra {
-            let rest = self.set_span(segment, end + extra, right_count - extra, PageKind::Free);
-            self.bin_push(rest);
-        }
+        // The carved slices join `head`'s span.
+        self.carve(right as *const Page as *mut Page, end, extra);
         head.slice_count
-            .store((count + extra) as u32, Ordering::Relaxed);
+            .store((head.slice_count() + extra) as u32, Ordering::Relaxed);
         for index in end..end + extra {
             // SAFETY: as above.
             unsafe { (*segment).pages[index].head.store(span, Ordering::Relaxed) };
@@ -150,6 +162,62 @@ impl Spans {
             // SAFETY: segments in the list are mapped until unlinked under the lock.
             segment = unsafe { (*segment).next.load(Ordering::Relaxed) };
         }
+    }
+
+    /// Gives back the memory of free spans freed at least `delay_ms` before
+    /// `now_ms` (all of them when `force`): their pages are decommitted, and
+    /// empty segments beyond `KEEP_EMPTY_SEGMENTS` are unmapped.
+    pub fn purge(&mut self, now_ms: u64, delay_ms: u64, force: bool) -> Purged {
+        let mut purged = Purged::default();
+        let mut segment = self.segments;
+        while !segment.is_null() {
+            // SAFETY: listed segments are mapped; read `next` before a
+            // possible unmap of this one.
+            let next = unsafe { (*segment).next.load(Ordering::Relaxed) };
+            // SAFETY: as above.
+            let pages = unsafe { &(*segment).pages };
+            let mut index = FIRST_USABLE_SLICE;
+            while index < SLICES_PER_SEGMENT {
+                let page = &pages[index];
+                let count = page.slice_count().max(1);
+                if page.kind() == PageKind::Free && page.committed.get() {
+                    let due = page.freed_at_ms.get().saturating_add(delay_ms);
+                    if force || now_ms >= due {
+                        purged.bytes += self.decommit(page);
+                        if count == USABLE_SLICES && self.empty_segments > KEEP_EMPTY_SEGMENTS {
+                            self.release_segment(segment, page);
+                            break;
+                        }
+                    } else {
+                        purged.next_due_ms = Some(purged.next_due_ms.map_or(due, |d| d.min(due)));
+                    }
+                } else if page.kind() == PageKind::Free
+                    && count == USABLE_SLICES
+                    && self.empty_segments > KEEP_EMPTY_SEGMENTS
+                    && (force || now_ms >= page.freed_at_ms.get().saturating_add(delay_ms))
+                {
+                    self.release_segment(segment, page);
+                    break;
+                }
+                index += count;
+            }
+            segment = next;
+        }
+        purged
+    }
+
+    /// Decommits a free span's memory; returns the bytes.
+    fn decommit(&mut self, page: &Page) -> usize {
+        let bytes = page.slice_count() * SLICE_SIZE;
+        let segment = Segment::of(page as *const Page as usize);
+        mmap::decommit(
+            (segment as usize + page.slice_index as usize * SLICE_SIZE) as *mut u8,
+            bytes,
+        );
+        page.committed.set(false);
+        page.is_zero.set(true);
+        self.dirty_bytes -= bytes;
+        bytes
     }
 
     /// Finds a free span holding an aligned run of `slices`.
@@ -177,36 +245,62 @@ impl Spans {
     }
 
     /// Takes `[start, start + slices)` out of the free span `span`; the parts
-    /// before and after go back to the bins.
+    /// before and after stay free, with the span's state.
     fn carve(&mut self, span: *mut Page, start: usize, slices: usize) -> *mut Page {
-        self.bin_remove(span);
         // SAFETY: binned span head of a mapped segment.
         let head = unsafe { &*span };
+        self.unbin_free(head);
         let segment = Segment::of(span as usize);
         let span_start = head.slice_index as usize;
-        let span_count = head.slice_count();
-        let is_zero = head.is_zero.get();
-        if span_count == USABLE_SLICES {
-            self.empty_segments -= 1;
-        }
+        let span_end = span_start + head.slice_count();
+        let (is_zero, committed, freed_at) = (
+            head.is_zero.get(),
+            head.committed.get(),
+            head.freed_at_ms.get(),
+        );
+        let rest = |spans: &mut Spans, from: usize, to: usize| {
+            let part = spans.set_span(segment, from, to - from, PageKind::Free);
+            // SAFETY: head descriptor in the segment.
+            let part = unsafe { &*part };
+            part.is_zero.set(is_zero);
+            part.committed.set(committed);
+            part.freed_at_ms.set(freed_at);
+            spans.bin_free(part);
+        };
         if start > span_start {
-            let lead = self.set_span(segment, span_start, start - span_start, PageKind::Free);
-            // SAFETY: head descriptor in the segment.
-            unsafe { (*lead).is_zero.set(is_zero) };
-            self.bin_push(lead);
+            rest(self, span_start, start);
         }
-        let end = start + slices;
-        let span_end = span_start + span_count;
-        if end < span_end {
-            let tail = self.set_span(segment, end, span_end - end, PageKind::Free);
-            // SAFETY: head descriptor in the segment.
-            unsafe { (*tail).is_zero.set(is_zero) };
-            self.bin_push(tail);
+        if start + slices < span_end {
+            rest(self, start + slices, span_end);
         }
         let taken = self.set_span(segment, start, slices, PageKind::None);
         // SAFETY: head descriptor in the segment.
         unsafe { (*taken).is_zero.set(is_zero) };
         taken
+    }
+
+    /// Bins a free span and counts it (dirty bytes, empty segments).
+    fn bin_free(&mut self, page: &Page) {
+        let count = page.slice_count();
+        if page.committed.get() {
+            self.dirty_bytes += count * SLICE_SIZE;
+        }
+        if count == USABLE_SLICES {
+            self.empty_segments += 1;
+        }
+        self.bin_push(page as *const Page as *mut Page);
+    }
+
+    /// Unbins a free span and uncounts it.
+    fn unbin_free(&mut self, page: &Page) {
+        let count = page.slice_count();
+        if page.committed.get() {
+            self.dirty_bytes -= count * SLICE_SIZE;
+        }
+        if count == USABLE_SLICES {
+            self.empty_segments -= 1;
+        }
+        self.bin_remove(page as *const Page as *mut Page);
     }
 
     /// Makes `[start, start + count)` one span of `kind`: every slice's head
@@ -282,15 +376,18 @@ impl Spans {
         }
         self.segments = segment;
         self.segment_count += 1;
-        self.empty_segments += 1;
         let span = self.set_span(segment, FIRST_USABLE_SLICE, USABLE_SLICES, PageKind::Free);
         // SAFETY: head descriptor in the new segment.
-        unsafe { (*span).is_zero.set(true) };
-        self.bin_push(span);
+        let span = unsafe { &*span };
+        span.is_zero.set(true);
+        span.committed.set(false);
+        self.bin_free(span);
         true
     }
 
-    fn release_segment(&mut self, segment: *mut Segment) {
+    /// Unmaps an empty segment, whose single free span is `span`.
+    fn release_segment(&mut self, segment: *mut Segment, span: &Page) {
+        self.unbin_free(span);
         // SAFETY: listed, mapped segment; we hold the core lock.
         let seg = unsafe { &*segment };
         let (prev, next) = (
@@ -308,7 +405,6 @@ impl Spans {
             unsafe { (*next).prev.store(prev, Ordering::Relaxed) };
         }
         self.segment_count -= 1;
-        self.empty_segments -= 1;
         Segment::destroy(segment);
     }
 }

@@ -10,7 +10,7 @@ use crate::backend::{self, huge};
 use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN, SLICE_SIZE};
 use crate::diag::{self, Call, HeapError};
 use crate::heap::collect::{self, CoreAccess};
-use crate::heap::heap::Heap;
+use crate::heap::heap::{Heap, SHARED_STATS};
 use crate::heap::page_ops;
 use crate::heap::remote;
 use crate::heap::size_class::{
@@ -20,6 +20,7 @@ use crate::heap::thread;
 use crate::settings;
 use crate::stats;
 use crate::tls;
+use core::sync::atomic::Ordering;
 
 /// malloc's fast path: a small request served from the current page of the
 /// thread's heap. Anything else goes to `slow` (tail-called), which also
@@ -68,6 +69,9 @@ pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
     if size > settings::size_limit() {
         return ptr::null_mut();
     }
+    if tls::is_internal() {
+        return allocate_internal(size, align, zero);
+    }
     let heap = thread::acquire();
     if heap.is_null() {
         return allocate_through_core(size, align, zero);
@@ -101,6 +105,24 @@ fn allocate_through_core(size: usize, align: usize, zero: bool) -> *mut u8 {
         Route::Huge => alloc_huge(size, align),
     };
     block.finish(zero)
+}
+
+/// An allocation libc makes on CMA's behalf: served like any other, then
+/// recorded so the statistics leave it out.
+#[cold]
+fn allocate_internal(size: usize, align: usize, zero: bool) -> *mut u8 {
+    tls::set_internal(false);
+    let block = allocate(size, align, zero);
+    tls::set_internal(true);
+    if !block.is_null()
+        && let Ok(usable) = crate::heap::free::usable_size(block)
+    {
+        SHARED_STATS.internal_blocks.fetch_add(1, Ordering::Relaxed);
+        SHARED_STATS
+            .internal_bytes
+            .fetch_add(usable as u64, Ordering::Relaxed);
+    }
+    block
 }
 
 enum Route {

@@ -11,6 +11,7 @@ use crate::backend::{self, Core};
 use crate::heap::block::Block;
 use crate::heap::heap::{Heap, HeapStats};
 use crate::heap::page_ops;
+use crate::purge;
 
 /// How a heap operation reaches the core: the caller holds the lock
 /// already, or the operation takes it when it needs it.
@@ -114,10 +115,16 @@ fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess) {
     }
     // Kept whole (still a page of its class, every block free and tagged):
     // a stale pointer into it is still recognised as a double free.
-    if !heap.cache_span(page) {
+    if !heap.cache_span(page, crate::os::clock::now_ms()) {
         page_ops::fold_allocs(page, heap);
         page.free.set(core::ptr::null_mut());
-        core.with(|core| core.free_page_span(page));
+        core.with(|core| {
+            core.free_page_span(page);
+            purge::after_release(core);
+        });
+        if let CoreAccess::Take = core {
+            purge::kick();
+        }
     }
 }
 

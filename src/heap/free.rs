@@ -19,6 +19,7 @@ use crate::heap::block::Block;
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::Heap;
 use crate::heap::remote::{self, Foreign};
+use crate::purge;
 use crate::tls;
 
 /// free's fast path: a block of the calling thread's heap, in a page that
@@ -88,7 +89,14 @@ pub fn free_checked(ptr: *mut u8) -> Result<(), HeapError> {
     let _errno = crate::os::errno::ErrnoGuard::save();
     match locate(addr)? {
         Location::Small(page) => free_small(page, addr),
-        Location::Large(page) => backend::lock().free_large(page, addr).map(|_| ()),
+        Location::Large(page) => {
+            let mut core = backend::lock();
+            core.free_large(page, addr)?;
+            purge::after_release(&mut core);
+            drop(core);
+            purge::kick();
+            Ok(())
+        }
         Location::Huge => {
             let (base, len, _) = huge::detach(&mut backend::lock(), addr)?;
             huge::release(base, len);

@@ -4,7 +4,9 @@
 //! other threads leave the blocks of this heap they free, and counters.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 use crate::backend::page::{Owned, Page};
 use crate::config::SLICE_SIZE;
@@ -43,6 +45,13 @@ pub struct HeapStats {
     /// handed out again itself (live again; counted in `remote_*` too).
     pub reused_blocks: AtomicU64,
     pub reused_bytes: AtomicU64,
+    /// Allocations of pages the purge thread took from this heap's span
+    /// cache (atomic adds: not the owner's counter).
+    pub taken_allocs: AtomicU64,
+    /// Blocks (and bytes) libc allocated on CMA's own behalf (the stack
+    /// bookkeeping of the purge thread), left out of the statistics.
+    pub internal_blocks: AtomicU64,
+    pub internal_bytes: AtomicU64,
 }
 
 impl HeapStats {
@@ -55,6 +64,9 @@ impl HeapStats {
             drained_bytes: AtomicU64::new(0),
             reused_blocks: AtomicU64::new(0),
             reused_bytes: AtomicU64::new(0),
+            taken_allocs: AtomicU64::new(0),
+            internal_blocks: AtomicU64::new(0),
+            internal_bytes: AtomicU64::new(0),
         }
     }
 
@@ -179,14 +191,49 @@ impl Default for PageQueue {
 pub const SPAN_CACHE_SLOTS: usize = 8;
 pub const SPAN_CACHE_MAX_BYTES: usize = 2 << 20;
 
+/// Only single-slice pages (blocks up to 8 KiB) hold the extra count: a
+/// malloc/free loop on a hot small size never gives its page back, while an
+/// emptied page of big blocks goes to the span cache (and, once idle, to
+/// the OS) at once.
 fn gain_current(page: &Page) {
-    page.set_used(page.used() + 1);
-    page.is_current.store(true, Ordering::Relaxed);
+    if page.slice_count() == 1 {
+        page.set_used(page.used() + 1);
+        page.is_current.store(true, Ordering::Relaxed);
+    }
 }
 
 fn lose_current(page: &Page) {
-    page.is_current.store(false, Ordering::Relaxed);
-    page.set_used(page.used() - 1);
+    if page.is_current.load(Ordering::Relaxed) {
+        page.is_current.store(false, Ordering::Relaxed);
+        page.set_used(page.used() - 1);
+    }
+}
+
+/// A slot of a heap's span cache.
+#[repr(C)]
+pub struct CachedSpan {
+    pub page: AtomicPtr<Page>,
+    /// The page's length in slices and class, and when it was cached; read
+    /// without touching the page (which the purge thread may take).
+    pub slices: AtomicU32,
+    pub class: AtomicU8,
+    pub cached_at_ms: AtomicU64,
+}
+
+impl CachedSpan {
+    pub const fn new() -> CachedSpan {
+        CachedSpan {
+            page: AtomicPtr::new(ptr::null_mut()),
+            slices: AtomicU32::new(0),
+            class: AtomicU8::new(0),
+            cached_at_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes the page out of the slot (null if it is empty).
+    pub fn take(&self) -> *mut Page {
+        self.page.swap(ptr::null_mut(), Ordering::Acquire)
+    }
 }
 
 /// Lifecycle of a heap structure (heaps are never unmapped, only reused).
@@ -218,11 +265,16 @@ pub struct Heap {
     pub registry_next: AtomicPtr<Heap>,
     /// The core's list of orphaned heaps (under the core lock).
     pub orphan_next: AtomicPtr<Heap>,
+    /// When the heap was orphaned (ms), and whether the core has since
+    /// taken back its free memory (under the core lock).
+    pub orphaned_at_ms: AtomicU64,
+    pub trimmed: AtomicBool,
     /// Empty pages kept for reuse without the core lock (see
-    /// `take_cached_span`): unlinked, all blocks free.
-    pub span_cache: [Owned<*mut Page>; SPAN_CACHE_SLOTS],
-    pub span_cache_len: Owned<usize>,
-    pub span_cache_bytes: Owned<usize>,
+    /// `take_cached_span`): unlinked, all blocks free. The owner fills and
+    /// takes slots; the purge thread may take a slot that has waited past
+    /// the purge delay (so an idle thread's cache goes back too): whoever
+    /// swaps the pointer out owns the page.
+    pub span_cache: [CachedSpan; SPAN_CACHE_SLOTS],
     /// Blocks of other heaps freed by this thread, waiting to be sent.
     pub outbox: [Outbox; OUTBOX_SLOTS],
     /// Blocks of other heaps freed by this thread and kept for its own
@@ -252,9 +304,9 @@ impl Heap {
             thread_id: AtomicU64::new(0),
             registry_next: AtomicPtr::new(ptr::null_mut()),
             orphan_next: AtomicPtr::new(ptr::null_mut()),
-            span_cache: [const { Owned::new(ptr::null_mut()) }; SPAN_CACHE_SLOTS],
-            span_cache_len: Owned::new(0),
-            span_cache_bytes: Owned::new(0),
+            orphaned_at_ms: AtomicU64::new(0),
+            trimmed: AtomicBool::new(false),
+            span_cache: [const { CachedSpan::new() }; SPAN_CACHE_SLOTS],
             outbox: [const { Outbox::new() }; OUTBOX_SLOTS],
             foreign: [const { Owned::new(ptr::null_mut()) }; FOREIGN_CLASSES],
             foreign_count: [const { Owned::new(0) }; FOREIGN_CLASSES],
@@ -348,43 +400,60 @@ impl Heap {
     }
 
     /// Keeps an empty, unlinked page for reuse; false when the cache is full.
-    pub fn cache_span(&self, page: &Page) -> bool {
-        let len = self.span_cache_len.get();
+    pub fn cache_span(&self, page: &Page, now_ms: u64) -> bool {
         let bytes = page.slice_count() * SLICE_SIZE;
-        if len == SPAN_CACHE_SLOTS || self.span_cache_bytes.get() + bytes > SPAN_CACHE_MAX_BYTES {
+        let mut cached = 0;
+        let mut free_slot = None;
+        for (i, slot) in self.span_cache.iter().enumerate() {
+            if slot.page.load(Ordering::Relaxed).is_null() {
+                free_slot.get_or_insert(i);
+            } else {
+                cached += slot.slices.load(Ordering::Relaxed) as usize * SLICE_SIZE;
+            }
+        }
+        let Some(i) = free_slot else {
+            return false;
+        };
+        if cached + bytes > SPAN_CACHE_MAX_BYTES {
             return false;
         }
-        self.span_cache[len].set(page as *const Page as *mut Page);
-        self.span_cache_len.set(len + 1);
-        self.span_cache_bytes
-            .set(self.span_cache_bytes.get() + bytes);
+        let slot = &self.span_cache[i];
+        slot.slices
+            .store(page.slice_count() as u32, Ordering::Relaxed);
+        slot.class.store(page.class.get(), Ordering::Relaxed);
+        slot.cached_at_ms.store(now_ms, Ordering::Relaxed);
+        slot.page
+            .store(page as *const Page as *mut Page, Ordering::Release);
         true
     }
 
     /// Takes a cached empty page of exactly `slices` slices, preferring one
     /// last used for `class` (whose blocks are carved and linked already).
     pub fn take_cached_span(&self, slices: usize, class: usize) -> *mut Page {
-        let len = self.span_cache_len.get();
-        let mut found = None;
-        for i in (0..len).rev() {
-            // SAFETY: cached pages are live descriptors owned by this heap.
-            let page = unsafe { &*self.span_cache[i].get() };
-            if page.slice_count() == slices {
-                found = Some(i);
-                if page.class.get() as usize == class {
+        let mut best = None;
+        for (i, slot) in self.span_cache.iter().enumerate() {
+            if slot.slices.load(Ordering::Relaxed) as usize == slices
+                && !slot.page.load(Ordering::Relaxed).is_null()
+            {
+                best = Some(i);
+                if slot.class.load(Ordering::Relaxed) as usize == class {
                     break;
                 }
             }
         }
-        let Some(i) = found else {
-            return ptr::null_mut();
-        };
-        let page = self.span_cache[i].get();
-        self.span_cache[i].set(self.span_cache[len - 1].get());
-        self.span_cache_len.set(len - 1);
-        self.span_cache_bytes
-            .set(self.span_cache_bytes.get() - slices * SLICE_SIZE);
-        page
+        // The purge thread may have taken it meanwhile: then there is none.
+        best.map_or(ptr::null_mut(), |i| self.span_cache[i].take())
+    }
+
+    /// Empties the span cache through `release`.
+    pub fn drain_span_cache(&self, mut release: impl FnMut(&Page)) {
+        for slot in &self.span_cache {
+            let page = slot.take();
+            if !page.is_null() {
+                // SAFETY: a cached page, now exclusively ours.
+                release(unsafe { &*page });
+            }
+        }
     }
 
     pub fn as_ptr(&self) -> *mut Heap {

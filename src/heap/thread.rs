@@ -10,7 +10,10 @@ use crate::backend::{self, Core};
 use crate::diag;
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, HeapState};
+use crate::heap::page_ops;
 use crate::heap::remote;
+use crate::os::clock::now_ms;
+use crate::purge;
 use crate::settings;
 use crate::tls;
 
@@ -163,12 +166,111 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
         drop(core);
         diag::fatal(diag::Call::Free, block, diag::HeapError::Corrupted);
     }
-    core.registry.orphan(h);
+    core.registry.orphan(h, now_ms());
+    purge::after_release(&mut core);
+    drop(core);
+    purge::kick();
+}
+
+/// Gives the free memory of heaps orphaned at least `delay_ms` ago (all,
+/// when `force`) back to the core. Returns when the next orphan becomes
+/// due, if one waits. With the core lock held.
+pub fn trim_orphans(core: &mut Core, now_ms: u64, delay_ms: u64, force: bool) -> Option<u64> {
+    let mut next_due: Option<u64> = None;
+    let mut heap = core.registry.first_orphan();
+    while !heap.is_null() {
+        // SAFETY: orphans are registered heaps (never unmapped) that only the
+        // core, whose lock we hold, works on.
+        let h = unsafe { &*heap };
+        heap = h.orphan_next.load(Ordering::Relaxed);
+        if h.trimmed.load(Ordering::Relaxed) {
+            continue;
+        }
+        let due = h
+            .orphaned_at_ms
+            .load(Ordering::Relaxed)
+            .saturating_add(delay_ms);
+        if force || now_ms >= due {
+            release_heap_memory(h, core);
+            h.trimmed.store(true, Ordering::Relaxed);
+        } else {
+            next_due = Some(next_due.map_or(due, |d: u64| d.min(due)));
+        }
+    }
+    next_due
+}
+
+/// Takes the pages that have waited in any heap's span cache for at least
+/// `delay_ms` (all, when `force`) back into the core. Returns when the next
+/// cached page becomes due, if one waits. With the core lock held.
+pub fn take_idle_span_caches(
+    core: &mut Core,
+    now_ms: u64,
+    delay_ms: u64,
+    force: bool,
+) -> Option<u64> {
+    let mut next_due: Option<u64> = None;
+    backend::registry::for_each_heap(|heap| {
+        // SAFETY: registered heaps are never unmapped.
+        let h = unsafe { &*heap };
+        for slot in &h.span_cache {
+            if slot.page.load(Ordering::Relaxed).is_null() {
+                continue;
+            }
+            let due = slot
+                .cached_at_ms
+                .load(Ordering::Relaxed)
+                .saturating_add(delay_ms);
+            if !force && now_ms < due {
+                next_due = Some(next_due.map_or(due, |d: u64| d.min(due)));
+                continue;
+            }
+            let page = slot.take();
+            if page.is_null() {
+                continue; // its owner took it back first
+            }
+            // SAFETY: swapped out of the slot: the page is ours alone.
+            let page = unsafe { &*page };
+            let allocs = page.allocs.swap(0, Ordering::Relaxed);
+            h.stats.taken_allocs.fetch_add(allocs, Ordering::Relaxed);
+            page.free.set(core::ptr::null_mut());
+            core.free_page_span(page);
+        }
+    });
+    next_due
+}
+
+/// `malloc_trim` for the calling thread: every page of its heap without a
+/// live block, its span cache and the blocks it keeps for other heaps go
+/// back (to the core, and to their owners).
+pub fn trim_current() {
+    let heap = tls::heap();
+    if heap.is_null() || heap == dead_heap() {
+        return;
+    }
+    // SAFETY: the calling thread's own heap.
+    let h = unsafe { &*heap };
+    release_heap_memory(h, &mut backend::lock());
+}
+
+/// Returns a heap's free memory: foreign blocks to their owners, empty pages
+/// and the span cache to the core. The caller owns the heap (its thread, or
+/// the core for an orphan) and holds the core lock.
+fn release_heap_memory(h: &Heap, core: &mut Core) {
+    remote::return_foreign(h);
+    if let Err(block) = collect::release_empty_pages(h, core) {
+        diag::fatal(diag::Call::Free, block, diag::HeapError::Corrupted);
+    }
+    h.drain_span_cache(|page| {
+        page_ops::fold_allocs(page, h);
+        page.free.set(core::ptr::null_mut());
+        core.free_page_span(page);
+    });
 }
 
 /// Orphaned heaps kept with all their pages (beyond these, an exiting
 /// thread's empty pages go back to the core).
-const ORPHANS_KEPT_WARM: usize = 16;
+const ORPHANS_KEPT_WARM: usize = 4;
 
 /// Fork support: in the child, only the forking thread exists.
 pub fn after_fork_in_child(core: &mut Core) {

@@ -69,6 +69,30 @@ pub fn page_size() -> usize {
     if size <= 0 { 4096 } else { size as usize }
 }
 
+/// Releases the physical memory behind a range while keeping it mapped; the
+/// next touch gets zeroed pages.
+pub fn decommit(p: *mut u8, size: usize) {
+    // SAFETY: callers pass page-aligned ranges of CMA's own mappings whose
+    // contents are no longer needed.
+    unsafe {
+        libc::madvise(p.cast(), size, libc::MADV_DONTNEED);
+    }
+}
+
+/// Asks for (or against) transparent huge pages on a range; a hint, errors
+/// are ignored.
+pub fn advise_huge_pages(p: *mut u8, size: usize, enable: bool) {
+    let advice = if enable {
+        libc::MADV_HUGEPAGE
+    } else {
+        libc::MADV_NOHUGEPAGE
+    };
+    // SAFETY: a hint on CMA's own mapping; it cannot change its contents.
+    unsafe {
+        libc::madvise(p.cast(), size, advice);
+    }
+}
+
 /// Resizes a mapping without moving it. Returns false (mapping unchanged)
 /// when the address space after it is taken.
 pub fn remap_in_place(p: *mut u8, old_size: usize, new_size: usize) -> bool {

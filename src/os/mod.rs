@@ -1,6 +1,7 @@
 //! The operating-system layer: memory mappings, errno, the environment,
 //! randomness and raw writes to stderr. Nothing here allocates.
 
+pub mod clock;
 pub mod env;
 pub mod errno;
 pub mod mmap;

@@ -34,6 +34,13 @@ pub fn wait(word: &AtomicU32, expected: u32) {
     imp::wait(word, expected);
 }
 
+/// Like [`wait`], but returns after at most `timeout_ms` milliseconds.
+#[cfg(not(loom))]
+#[inline]
+pub fn wait_timeout(word: &AtomicU32, expected: u32, timeout_ms: u64) {
+    imp::wait_timeout(word, expected, timeout_ms);
+}
+
 /// Wakes at most one thread sleeping on `word`; returns how many were woken.
 #[inline]
 pub fn wake_one(word: &AtomicU32) -> usize {
@@ -58,17 +65,31 @@ mod imp {
     pub(super) fn wait(word: &AtomicU32, expected: u32) {
         // Every outcome (woken, EAGAIN because the word changed, EINTR) is a
         // return to the caller's loop, so the result is not inspected.
-        futex(word, FUTEX_WAIT_PRIVATE, expected as i32);
+        futex(word, FUTEX_WAIT_PRIVATE, expected as i32, core::ptr::null());
+    }
+
+    pub(super) fn wait_timeout(word: &AtomicU32, expected: u32, timeout_ms: u64) {
+        let timeout = libc::timespec {
+            tv_sec: (timeout_ms / 1000) as libc::time_t,
+            tv_nsec: ((timeout_ms % 1000) * 1_000_000) as libc::c_long,
+        };
+        // As for `wait`; ETIMEDOUT is one more way back to the caller's loop.
+        futex(word, FUTEX_WAIT_PRIVATE, expected as i32, &timeout);
     }
 
     pub(super) fn wake(word: &AtomicU32, count: i32) -> usize {
         // Waking cannot fail on a valid word; a negative result would mean
         // "nobody was woken" all the same.
-        usize::try_from(futex(word, FUTEX_WAKE_PRIVATE, count)).unwrap_or(0)
+        usize::try_from(futex(word, FUTEX_WAKE_PRIVATE, count, core::ptr::null())).unwrap_or(0)
     }
 
-    /// `futex(word, op, value, NULL, NULL, 0)`, with errno left as it was.
-    fn futex(word: &AtomicU32, op: i32, value: i32) -> libc::c_long {
+    /// `futex(word, op, value, timeout, NULL, 0)`, with errno left as it was.
+    fn futex(
+        word: &AtomicU32,
+        op: i32,
+        value: i32,
+        timeout: *const libc::timespec,
+    ) -> libc::c_long {
         // SAFETY: __errno_location returns this thread's errno slot, valid for
         // the whole life of the thread.
         let errno = unsafe { libc::__errno_location() };
@@ -77,14 +98,15 @@ mod imp {
         // SAFETY: `word` is a live, aligned 32-bit atomic for the duration of
         // the call, and the kernel only reads it (FUTEX_WAIT) or uses its
         // address as a key (FUTEX_WAKE). A null timeout means "no timeout";
-        // the last two arguments are ignored by these operations.
+        // the last two arguments are ignored by these operations; `timeout`
+        // is null or points to a live timespec (a relative one for WAIT).
         let result = unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 word.as_ptr(),
                 op,
                 value,
-                core::ptr::null::<libc::timespec>(),
+                timeout,
                 core::ptr::null::<u32>(),
                 0u32,
             )

@@ -1,0 +1,13 @@
+//! A cheap millisecond clock for purge timing (CLOCK_MONOTONIC_COARSE, read
+//! through the vDSO: no system call).
+
+/// Milliseconds since an arbitrary start, monotonic.
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}

@@ -1,0 +1,162 @@
+//! Giving memory back to the OS.
+//!
+//! Memory the core gets back (free spans, empty segments) stays backed for
+//! `CMA_PURGE_DELAY_MS`, so a program that frees and soon allocates again
+//! does not pay for page faults; after that delay it is decommitted
+//! (`madvise(MADV_DONTNEED)`: the mapping stays, the physical pages go), and
+//! empty segments beyond a couple are unmapped. Heaps of exited threads that
+//! nobody adopted within the delay give back their empty pages as well, and
+//! so do the span caches of threads that went idle.
+//!
+//! A purge runs when the core is next used after the delay, at once when
+//! more than `DIRTY_BUDGET` bytes wait, from `malloc_trim`, and from a small
+//! background thread, so memory also comes back from a program that went
+//! idle. The thread is started lazily, only once enough memory waits
+//! (`BACKGROUND_THRESHOLD`), so small programs never get one; it sleeps in
+//! the kernel when there is nothing to do. `CMA_BACKGROUND_PURGE=0` turns it
+//! off (for programs that must stay single-threaded).
+
+use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+
+use crate::backend::{self, Core};
+use crate::heap::thread;
+use crate::os::clock::now_ms;
+use crate::settings;
+use crate::sync::futex;
+
+/// Free memory waiting beyond this is purged at once, whatever its age.
+const DIRTY_BUDGET: usize = 64 << 20;
+/// The background thread starts once this much memory waits for a purge.
+const BACKGROUND_THRESHOLD: usize = 4 << 20;
+
+/// Runs a purge if one is due. Called with the core lock held, whenever
+/// memory went back to the core.
+pub fn after_release(core: &mut Core) {
+    let dirty = core.spans.dirty_bytes;
+    let now = now_ms();
+    if now >= core.next_purge_ms || dirty > DIRTY_BUDGET {
+        run(core, now, false);
+    } else if core.next_purge_ms == u64::MAX {
+        core.next_purge_ms = now + settings::purge_delay_ms();
+    }
+    if core.spans.dirty_bytes >= BACKGROUND_THRESHOLD || core.registry.orphan_count() > 0 {
+        WORK.store(1, Ordering::Release);
+    }
+}
+
+/// Purges what is due (everything when `force`); returns the bytes given
+/// back. With the core lock held.
+pub fn run(core: &mut Core, now: u64, force: bool) -> usize {
+    let delay = settings::purge_delay_ms();
+    let orphans_pending = thread::trim_orphans(core, now, delay, force);
+    let caches_pending = thread::take_idle_span_caches(core, now, delay, force);
+    let purged = core.spans.purge(now, delay, force);
+    core.next_purge_ms = [purged.next_due_ms, orphans_pending, caches_pending]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(u64::MAX);
+    purged.bytes
+}
+
+/// `malloc_trim`: the calling thread's free memory, then everything the core
+/// holds, back to the OS now. Returns the bytes given back.
+pub fn trim_now() -> usize {
+    thread::trim_current();
+    let mut core = backend::lock();
+    run(&mut core, now_ms(), true)
+}
+
+// ---- the background thread ------------------------------------------------
+
+const NOT_STARTED: u8 = 0;
+const STARTING: u8 = 1;
+const RUNNING: u8 = 2;
+
+static STATE: AtomicU8 = AtomicU8::new(NOT_STARTED);
+/// Set under the core lock when a purge may have work (see `after_release`).
+static WORK: AtomicU8 = AtomicU8::new(0);
+/// The thread sleeps on this word; bumped to wake it.
+static WAKE: AtomicU32 = AtomicU32::new(0);
+
+/// Starts or wakes the background thread if work appeared. Call without the
+/// core lock (starting a thread allocates).
+pub fn kick() {
+    if WORK.swap(0, Ordering::Acquire) == 0 || !settings::background_purge() {
+        return;
+    }
+    match STATE.load(Ordering::Acquire) {
+        RUNNING => {
+            WAKE.fetch_add(1, Ordering::Release);
+            futex::wake_one(&WAKE);
+        }
+        NOT_STARTED
+            if STATE
+                .compare_exchange(NOT_STARTED, STARTING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok() =>
+        {
+            start();
+        }
+        _ => {}
+    }
+}
+
+/// In a forked child the thread does not exist: it will be started again
+/// when needed.
+pub fn after_fork_in_child() {
+    STATE.store(NOT_STARTED, Ordering::Relaxed);
+    WORK.store(0, Ordering::Relaxed);
+}
+
+fn start() {
+    let _errno = crate::os::errno::ErrnoGuard::save();
+    // SAFETY: plain pthread calls on local, initialised objects; the thread
+    // body is a C-ABI function that never returns; all signals are blocked
+    // while the thread is created, so it starts with them blocked (it must
+    // never run a program's signal handler), and the mask is restored.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::pthread_attr_setstacksize(&mut attr, 64 << 10);
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut tid: libc::pthread_t = 0;
+        // libc allocates the new thread's TLS bookkeeping (with calloc, so
+        // through the slow path): CMA's own, left out of the statistics.
+        crate::tls::set_internal(true);
+        let rc = libc::pthread_create(&mut tid, &attr, background, core::ptr::null_mut());
+        crate::tls::set_internal(false);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        // On failure purges still run on allocator activity.
+        STATE.store(
+            if rc == 0 { RUNNING } else { NOT_STARTED },
+            Ordering::Release,
+        );
+    }
+}
+
+extern "C" fn background(_: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: naming the calling thread; the name is a NUL-terminated literal.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"cma-purge".as_ptr()) };
+    loop {
+        let seen = WAKE.load(Ordering::Acquire);
+        let next_due = {
+            let mut core = backend::lock();
+            let now = now_ms();
+            if now >= core.next_purge_ms {
+                run(&mut core, now, false);
+            }
+            core.next_purge_ms
+        };
+        if next_due == u64::MAX {
+            futex::wait(&WAKE, seen);
+        } else {
+            let wait_ms = next_due.saturating_sub(now_ms()).max(1);
+            futex::wait_timeout(&WAKE, seen, wait_ms);
+        }
+    }
+}
