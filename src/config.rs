@@ -39,3 +39,7 @@ pub const OS_PAGE_SIZE: usize = 4096;
 pub const ADDRESS_BITS: usize = 47;
 #[cfg(not(target_arch = "x86_64"))]
 pub const ADDRESS_BITS: usize = 48;
+
+/// The default-mode heap checks (see the `unchecked` feature): on in every
+/// real build.
+pub const CHECKS: bool = !cfg!(feature = "unchecked");

@@ -9,6 +9,8 @@
 //! words always fit.
 
 use core::cell::UnsafeCell;
+
+use crate::config::CHECKS;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[repr(C)]
@@ -64,12 +66,18 @@ pub fn init_keys(seed: u64) {
 /// Encodes the address of the next block (0 for the end of a list).
 #[inline(always)]
 pub fn encode(next: usize) -> usize {
+    if !CHECKS {
+        return next;
+    }
     (next ^ keys().link).rotate_left(LINK_ROTATION)
 }
 
 /// Decodes a link written by `encode`.
 #[inline(always)]
 pub fn decode(link: usize) -> usize {
+    if !CHECKS {
+        return link;
+    }
     link.rotate_right(LINK_ROTATION) ^ keys().link
 }
 
@@ -84,15 +92,17 @@ impl Block {
     /// wrote the 1-in-2^64 secret value at exactly this place).
     #[inline(always)]
     pub fn is_tagged_free(&self) -> bool {
-        tag_of(self as *const Block as usize) == self.tag.load(Ordering::Relaxed)
+        CHECKS && tag_of(self as *const Block as usize) == self.tag.load(Ordering::Relaxed)
     }
 
     /// Marks the block free and links it before `next`.
     #[inline(always)]
     pub fn set_free(&mut self, next: *mut Block) {
         self.link = encode(next as usize);
-        self.tag
-            .store(tag_of(self as *const Block as usize), Ordering::Relaxed);
+        if CHECKS {
+            self.tag
+                .store(tag_of(self as *const Block as usize), Ordering::Relaxed);
+        }
     }
 
     /// The next block of its list, decoded (unchecked).
@@ -104,7 +114,9 @@ impl Block {
     /// Clears the free tag as the block is handed out.
     #[inline(always)]
     pub fn clear_tag(&self) {
-        self.tag.store(0, Ordering::Relaxed);
+        if CHECKS {
+            self.tag.store(0, Ordering::Relaxed);
+        }
     }
 }
 

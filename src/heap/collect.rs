@@ -8,6 +8,7 @@ use crate::backend::page::{FULL_FLAG, Page, PageKind};
 use crate::backend::region_map;
 use crate::backend::segment::Segment;
 use crate::backend::{self, Core};
+use crate::config::CHECKS;
 use crate::heap::block::Block;
 use crate::heap::heap::{Heap, HeapStats};
 use crate::heap::page_ops;
@@ -48,10 +49,11 @@ pub fn collect_inbox(heap: &Heap, core: &mut CoreAccess) -> Result<(), usize> {
         // SAFETY: the block lies in one of our segments; reading its words is
         // safe, and the checks below decide whether to trust them.
         let tagged = unsafe { (*block).is_tagged_free() };
-        if page.kind() != PageKind::Small
-            || page.heap.load(Ordering::Relaxed) & !FULL_FLAG != heap.as_ptr() as usize
-            || !page.is_block_start(entry)
-            || !tagged
+        if CHECKS
+            && (page.kind() != PageKind::Small
+                || page.heap.load(Ordering::Relaxed) & !FULL_FLAG != heap.as_ptr() as usize
+                || !page.is_block_start(entry)
+                || !tagged)
         {
             return Err(entry);
         }

@@ -5,7 +5,7 @@ use core::sync::atomic::Ordering;
 
 use crate::backend::page::{Page, PageKind};
 use crate::backend::segment::Segment;
-use crate::config::{SEGMENT_SHIFT, SLICE_SIZE};
+use crate::config::{CHECKS, SEGMENT_SHIFT, SLICE_SIZE};
 use crate::diag::{self, Call, HeapError};
 use crate::heap::block::Block;
 use crate::heap::heap::{Heap, HeapStats};
@@ -35,7 +35,7 @@ pub unsafe fn pop(page: *mut Page) -> *mut u8 {
     if block.is_null() {
         return block.cast();
     }
-    if (block as usize ^ page as usize) >> SEGMENT_SHIFT != 0 {
+    if CHECKS && (block as usize ^ page as usize) >> SEGMENT_SHIFT != 0 {
         corrupted_link(block as usize);
     }
     // SAFETY: the block lies in the page's segment (a carved block unless

@@ -25,6 +25,7 @@ use core::ptr;
 use crate::backend::page::{FULL_FLAG, Page};
 use crate::backend::region_map;
 use crate::backend::segment::Segment;
+use crate::config::CHECKS;
 use crate::diag::{self, Call, HeapError};
 use crate::heap::block::{Block, encode, tag_of};
 use crate::heap::heap::{Heap, HeapStats, Outbox, SHARED_STATS};
@@ -64,15 +65,7 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap) -> Foreign {
         return Foreign::Mine;
     }
     let block = addr as *mut Block;
-    // SAFETY: a carved block of one of our pages; while it may be contended
-    // its tag word is only accessed atomically.
-    let tag = unsafe { &(*block).tag };
-    let current = tag.load(Ordering::Relaxed);
-    if current == tag_of(addr)
-        || tag
-            .compare_exchange(current, tag_of(addr), Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
+    if CHECKS && !claim(block) {
         return Foreign::DoubleFree;
     }
     let size = page.block_size();
@@ -89,6 +82,20 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap) -> Foreign {
     let owner = unsafe { &*(owner as *const Heap) };
     send(me, owner, block, size);
     Foreign::Sent
+}
+
+/// Claims a block for freeing by swapping in its free tag; false when it is
+/// already free (tagged), also when another thread's free wins a race.
+fn claim(block: *mut Block) -> bool {
+    // SAFETY: a carved block of one of our pages; while it may be contended
+    // its tag word is only accessed atomically.
+    let tag = unsafe { &(*block).tag };
+    let free_tag = tag_of(block as usize);
+    let current = tag.load(Ordering::Relaxed);
+    current != free_tag
+        && tag
+            .compare_exchange(current, free_tag, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// Keeps a claimed block in the thread's foreign cache; false when full.
@@ -120,7 +127,8 @@ pub fn pop_foreign(me: &Heap, class: usize) -> *mut u8 {
     }
     // SAFETY: cached blocks are claimed blocks of our segments.
     let next = unsafe { (*block).next() };
-    let next_ok = next == 0
+    let next_ok = !CHECKS
+        || next == 0
         || (region_map::is_segment(next)
             // SAFETY: read only after the region map says it is ours.
             && unsafe { (*(next as *const Block)).is_tagged_free() });
