@@ -12,7 +12,7 @@ DESTDIR ?=
 CARGO ?= cargo
 LIBDIR := target/release
 
-.PHONY: all lib test test-rust test-loom test-header test-c test-smoke \
+.PHONY: all lib test test-rust test-secure test-loom test-header test-c test-smoke \
         lint install uninstall bench clean
 
 all: lib
@@ -25,11 +25,15 @@ lib:
 	$(CARGO) rustc --release --lib --no-default-features --features override \
 		--crate-type cdylib --crate-type staticlib
 
-test: test-rust test-loom lint lib test-header test-c test-smoke
+test: test-rust test-secure test-loom lint lib test-header test-c test-smoke
 	@echo "make test: all tests passed"
 
 test-rust:
 	$(CARGO) test --release
+
+# The allocator tests again in secure mode (canaries, quarantine, guards).
+test-secure:
+	CMA_SECURE=1 $(CARGO) test --release --test allocator --test stats
 
 test-loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

@@ -15,6 +15,8 @@ pub enum HeapError {
     DoubleFree,
     /// CMA's metadata or a free block's link was damaged.
     Corrupted,
+    /// The canary after a block's usable size was overwritten (secure mode).
+    Overflow,
 }
 
 impl HeapError {
@@ -23,6 +25,7 @@ impl HeapError {
             HeapError::InvalidPointer => "invalid pointer",
             HeapError::DoubleFree => "double free",
             HeapError::Corrupted => "corrupted heap metadata",
+            HeapError::Overflow => "buffer overflow past the end of the block",
         }
     }
 }

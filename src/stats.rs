@@ -12,6 +12,7 @@ use crate::backend::page::PageKind;
 use crate::backend::{self, Core, registry};
 use crate::config::SLICES_PER_SEGMENT;
 use crate::heap::heap::{HeapStats, SHARED_STATS};
+use crate::heap::secure;
 
 /// The highest `current_bytes` seen by a sample.
 static PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -49,6 +50,8 @@ impl Totals {
                 - drained.load(Ordering::Relaxed) as i64
                 - reused.load(Ordering::Relaxed) as i64
         };
+        self.live_blocks -= stats.quarantined_blocks.load(Ordering::Relaxed) as i64;
+        self.live_bytes -= stats.quarantined_bytes.load(Ordering::Relaxed) as i64;
         let internal = stats.internal_blocks.load(Ordering::Relaxed);
         self.allocs -= internal;
         self.live_blocks -= internal as i64;
@@ -97,9 +100,17 @@ fn totals(core: &Core) -> Totals {
 
 /// Reads the statistics.
 pub fn read() -> Snapshot {
-    let totals = totals(&backend::lock());
+    let core = backend::lock();
+    let totals = totals(&core);
+    let huge_live = core.huge.live as i64;
+    drop(core);
     let live_blocks = totals.live_blocks.max(0) as u64;
-    let current_bytes = totals.live_bytes.max(0) as u64;
+    let mut current_bytes = totals.live_bytes;
+    if secure::enabled() {
+        // Small and large blocks carry a canary the caller cannot use.
+        current_bytes -= (totals.live_blocks - huge_live) * secure::CANARY_BYTES as i64;
+    }
+    let current_bytes = current_bytes.max(0) as u64;
     let previous_peak = PEAK_BYTES.fetch_max(current_bytes, Ordering::Relaxed);
     Snapshot {
         allocs: totals.allocs,

@@ -22,7 +22,7 @@ fn code_of(error: HeapError) -> CmaError {
     match error {
         HeapError::InvalidPointer => CmaError::CmaErrorInvalidPointer,
         HeapError::DoubleFree => CmaError::CmaErrorDoubleFree,
-        HeapError::Corrupted => CmaError::CmaErrorCorrupted,
+        HeapError::Corrupted | HeapError::Overflow => CmaError::CmaErrorCorrupted,
     }
 }
 

@@ -50,13 +50,18 @@ fn round_to_os_page(n: usize) -> Option<usize> {
 pub fn alloc(size: usize, align: usize) -> (*mut u8, usize) {
     let offset = user_offset(align);
     // At least one byte, so the block lies inside its mapping even for 0.
-    let Some(map_len) = offset.checked_add(size.max(1)).and_then(round_to_os_page) else {
+    let Some(map_len) = offset
+        .checked_add(size.max(1))
+        .and_then(round_to_os_page)
+        .and_then(|len| len.checked_add(guard()))
+    else {
         return (core::ptr::null_mut(), 0);
     };
     let base = mmap::map_aligned(map_len, align.max(SEGMENT_SIZE));
     if base.is_null() {
         return (base, 0);
     }
+    arm_guard(base as usize, map_len);
     let user = base as usize + offset;
     // SAFETY: the header page is the start of our fresh mapping.
     unsafe {
@@ -68,12 +73,44 @@ pub fn alloc(size: usize, align: usize) -> (*mut u8, usize) {
     };
     region_map::set_huge(base as usize, map_len);
     crate::backend::segment::advise_huge_pages(base, map_len);
-    (user as *mut u8, map_len - offset)
+    (user as *mut u8, map_len - offset - guard())
+}
+
+/// Secure mode ends every huge mapping in an inaccessible guard page.
+fn guard() -> usize {
+    if crate::settings::secure() {
+        OS_PAGE_SIZE
+    } else {
+        0
+    }
+}
+
+/// Makes the last page of a mapping the guard page (secure mode).
+fn arm_guard(base: usize, map_len: usize) {
+    if guard() > 0 {
+        mmap::protect_none((base + map_len - guard()) as *mut u8, guard());
+    }
+}
+
+/// Makes the guard page of a mapping ordinary memory again.
+fn disarm_guard(base: usize, map_len: usize) {
+    if guard() > 0 {
+        mmap::protect_read_write((base + map_len - guard()) as *mut u8, guard());
+    }
+}
+
+/// Usable bytes of a mapping of `map_len` bytes whose block starts `offset`
+/// bytes in.
+fn usable_in(map_len: usize, offset: usize) -> usize {
+    map_len - offset - guard()
 }
 
 /// Usable bytes of a validated huge block.
 fn usable_of(header: &Header) -> usize {
-    header.map_len - (header.user - header as *const Header as usize)
+    usable_in(
+        header.map_len,
+        header.user - header as *const Header as usize,
+    )
 }
 
 /// Finds and validates the header of the huge block `ptr`. Must be called
@@ -190,10 +227,29 @@ pub fn resize(
     new_size: usize,
 ) -> Option<(usize, usize, usize)> {
     let offset = user - base;
-    let new_len = offset.checked_add(new_size).and_then(round_to_os_page)?;
+    let new_len = offset
+        .checked_add(new_size)
+        .and_then(round_to_os_page)?
+        .checked_add(guard())?;
     if new_len == map_len {
         return Some((base, map_len, user));
     }
+    disarm_guard(base, map_len);
+    let resized = resize_mapping(base, map_len, offset, new_len);
+    match resized {
+        Some((new_base, len, _)) => arm_guard(new_base, len),
+        None => arm_guard(base, map_len),
+    }
+    resized
+}
+
+fn resize_mapping(
+    base: usize,
+    map_len: usize,
+    offset: usize,
+    new_len: usize,
+) -> Option<(usize, usize, usize)> {
+    let user = base + offset;
     if new_len < map_len {
         mmap::unmap((base + new_len) as *mut u8, map_len - new_len);
         return Some((base, new_len, user));
@@ -226,7 +282,7 @@ pub fn reattach(core: &mut Core, base: usize, map_len: usize, user: usize) {
         })
     };
     core.freed_huge.forget(user);
-    let usable = map_len - (user - base);
+    let usable = usable_in(map_len, user - base);
     core.huge.live += 1;
     core.huge.bytes += usable;
     core.held_bytes += usable;

@@ -63,6 +63,11 @@ pub const NO_OWNER: usize = 1;
 /// Set in `Page::heap` while the page is full and out of its queue, so the
 /// owner's next free of one of its blocks takes the slow path and requeues it.
 pub const FULL_FLAG: usize = 1;
+/// Set in `Page::heap` of every page in secure mode, so every free takes
+/// the slow path, where the secure-mode checks are.
+pub const SLOW_FLAG: usize = 2;
+/// The flag bits of `Page::heap` (heaps are at least 8-byte aligned).
+pub const OWNER_FLAGS: usize = FULL_FLAG | SLOW_FLAG;
 
 #[repr(C, align(64))]
 pub struct Page {
@@ -188,6 +193,12 @@ impl Page {
     /// extra count).
     pub fn live_blocks(&self) -> u32 {
         self.used() - self.is_current.load(Ordering::Relaxed) as u32
+    }
+
+    /// The owning heap's address without flags (0 for spans no heap owns).
+    #[inline(always)]
+    pub fn owner(&self) -> usize {
+        self.heap.load(Ordering::Relaxed) & !OWNER_FLAGS
     }
 
     #[inline(always)]

@@ -13,6 +13,7 @@ use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, SHARED_STATS};
 use crate::heap::page_ops;
 use crate::heap::remote;
+use crate::heap::secure;
 use crate::heap::size_class::{
     SLOT_CLASS, aligned_class, block_size_of, class_of, direct_slot, page_slices_of,
 };
@@ -78,6 +79,7 @@ pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
     // SAFETY: `acquire` returns the calling thread's own heap.
     let heap = unsafe { &*heap };
+    let size = secure::padded(size);
     let block = match route(size, align) {
         Route::Class(class) => {
             let block = alloc_in_class(heap, class, &mut CoreAccess::Take);
@@ -94,6 +96,7 @@ pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
 #[cold]
 fn allocate_through_core(size: usize, align: usize, zero: bool) -> *mut u8 {
     crate::init::ensure();
+    let size = secure::padded(size);
     let block = match route(size, align) {
         Route::Class(class) => {
             let mut core = backend::lock();
@@ -115,12 +118,12 @@ fn allocate_internal(size: usize, align: usize, zero: bool) -> *mut u8 {
     let block = allocate(size, align, zero);
     tls::set_internal(true);
     if !block.is_null()
-        && let Ok(usable) = crate::heap::free::usable_size(block)
+        && let Ok(bytes) = crate::heap::free::block_bytes(block)
     {
         SHARED_STATS.internal_blocks.fetch_add(1, Ordering::Relaxed);
         SHARED_STATS
             .internal_bytes
-            .fetch_add(usable as u64, Ordering::Relaxed);
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
     block
 }
@@ -152,25 +155,37 @@ fn route(size: usize, align: usize) -> Route {
 /// A block just allocated on a slow path.
 struct Block {
     ptr: *mut u8,
-    usable: usize,
+    /// Bytes of the block (a small or large block's whole size; a huge
+    /// block's usable size).
+    bytes: usize,
     /// Known to be all zero already (fresh from the OS).
     zeroed: bool,
+    /// A huge block (no canary: it ends in a guard page in secure mode).
+    huge: bool,
 }
 
 impl Block {
-    fn new(ptr: *mut u8, usable: usize, zeroed: bool) -> Block {
+    fn new(ptr: *mut u8, bytes: usize, zeroed: bool) -> Block {
         Block {
             ptr,
-            usable,
+            bytes,
             zeroed,
+            huge: false,
         }
     }
 
-    /// Zeroes the block if asked and it is not known to be zero.
+    /// Zeroes the block if asked and it is not known to be zero, and arms
+    /// its secure-mode canary.
     fn finish(self, zero: bool) -> *mut u8 {
-        if zero && !self.zeroed && !self.ptr.is_null() {
-            // SAFETY: the block is ours and `usable` bytes long.
-            unsafe { ptr::write_bytes(self.ptr, 0, self.usable) };
+        if self.ptr.is_null() {
+            return self.ptr;
+        }
+        if zero && !self.zeroed {
+            // SAFETY: the block is ours and `bytes` long.
+            unsafe { ptr::write_bytes(self.ptr, 0, self.bytes) };
+        }
+        if !self.huge {
+            secure::arm(self.ptr, self.bytes);
         }
         self.ptr
     }
@@ -281,5 +296,10 @@ fn alloc_huge(size: usize, align: usize) -> Block {
         huge::note_allocated(&mut core, ptr, usable);
         stats::sample_peak_if_grown(&mut core);
     }
-    Block::new(ptr, usable, true)
+    Block {
+        ptr,
+        bytes: usable,
+        zeroed: true,
+        huge: true,
+    }
 }

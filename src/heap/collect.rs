@@ -51,7 +51,7 @@ pub fn collect_inbox(heap: &Heap, core: &mut CoreAccess) -> Result<(), usize> {
         let tagged = unsafe { (*block).is_tagged_free() };
         if CHECKS
             && (page.kind() != PageKind::Small
-                || page.heap.load(Ordering::Relaxed) & !FULL_FLAG != heap.as_ptr() as usize
+                || page.owner() != heap.as_ptr() as usize
                 || !page.is_block_start(entry)
                 || !tagged)
         {
@@ -91,7 +91,7 @@ pub unsafe fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &m
 
 /// A full page got a block back: requeue it.
 pub fn unfull(heap: &Heap, page: &Page) {
-    page.heap.store(heap.as_ptr() as usize, Ordering::Relaxed);
+    page.heap.store(heap.owner_word(), Ordering::Relaxed);
     heap.enqueue_back(page.class.get() as usize, page);
 }
 
@@ -100,7 +100,7 @@ pub fn unfull(heap: &Heap, page: &Page) {
 pub fn mark_full(heap: &Heap, page: &Page) {
     heap.dequeue(page.class.get() as usize, page);
     page.heap
-        .store(heap.as_ptr() as usize | FULL_FLAG, Ordering::Relaxed);
+        .store(heap.owner_word() | FULL_FLAG, Ordering::Relaxed);
 }
 
 /// All blocks of the page are free and it is not its class's current page

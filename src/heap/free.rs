@@ -19,6 +19,7 @@ use crate::heap::block::Block;
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::Heap;
 use crate::heap::remote::{self, Foreign};
+use crate::heap::secure;
 use crate::purge;
 use crate::tls;
 
@@ -68,6 +69,7 @@ fn not_mine(page: &Page, addr: usize, heap: *mut Heap, call: Call) {
     match remote::free_foreign(page, addr, heap) {
         Foreign::Sent => {}
         Foreign::DoubleFree => diag::fatal(call, addr, HeapError::DoubleFree),
+        Foreign::Overflow => diag::fatal(call, addr, HeapError::Overflow),
         Foreign::Mine | Foreign::Other => free_slow(addr as *mut u8, call),
     }
 }
@@ -91,6 +93,7 @@ pub fn free_checked(ptr: *mut u8) -> Result<(), HeapError> {
         Location::Small(page) => free_small(page, addr),
         Location::Large(page) => {
             let mut core = backend::lock();
+            secure::check(addr, backend::validate_large(page, addr)?)?;
             core.free_large(page, addr)?;
             purge::after_release(&mut core);
             drop(core);
@@ -150,11 +153,20 @@ fn free_small(page: &Page, addr: usize) -> Result<(), HeapError> {
         Foreign::Sent => Ok(()),
         Foreign::DoubleFree => Err(HeapError::DoubleFree),
         Foreign::Other => Err(HeapError::InvalidPointer),
+        Foreign::Overflow => Err(HeapError::Overflow),
         Foreign::Mine => {
             let block = addr as *mut Block;
             // SAFETY: a carved block of a page this thread owns.
             if unsafe { (*block).is_tagged_free() } {
                 return Err(HeapError::DoubleFree);
+            }
+            if secure::enabled() {
+                secure::check(addr, page.block_size())?;
+                if !remote::claim(block) {
+                    return Err(HeapError::DoubleFree);
+                }
+                remote::quarantine_or_deliver(tls::heap(), addr, page.block_size());
+                return Ok(());
             }
             // SAFETY: the calling thread's heap owns the page.
             let heap = unsafe { &*tls::heap() };
@@ -162,6 +174,17 @@ fn free_small(page: &Page, addr: usize) -> Result<(), HeapError> {
             unsafe { collect::free_to_page(heap, page, block, &mut CoreAccess::Take) };
             Ok(())
         }
+    }
+}
+
+/// Returns the size of the live block `ptr` as the statistics count it (the
+/// whole block, secure-mode canary included), or why it is not one.
+pub fn block_bytes(ptr: *const u8) -> Result<usize, HeapError> {
+    let addr = ptr as usize;
+    match locate(addr)? {
+        Location::Small(page) => Ok(page.block_size()),
+        Location::Large(page) => backend::validate_large(page, addr),
+        Location::Huge => huge::usable_size(&backend::lock().freed_huge, addr),
     }
 }
 
@@ -175,12 +198,15 @@ pub fn usable_size(ptr: *const u8) -> Result<usize, HeapError> {
             if unsafe { (*block).is_tagged_free() } {
                 Err(HeapError::DoubleFree)
             } else {
-                Ok(page.block_size())
+                secure::check(addr, page.block_size())?;
+                Ok(secure::usable(page.block_size()))
             }
         }
         Location::Large(page) => {
             let _core = backend::lock();
-            backend::validate_large(page, addr)
+            let size = backend::validate_large(page, addr)?;
+            secure::check(addr, size)?;
+            Ok(secure::usable(size))
         }
         Location::Huge => huge::usable_size(&backend::lock().freed_huge, addr),
     }

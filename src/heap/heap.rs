@@ -8,9 +8,10 @@ use core::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
-use crate::backend::page::{Owned, Page};
+use crate::backend::page::{Owned, Page, SLOW_FLAG};
 use crate::config::SLICE_SIZE;
 use crate::heap::block::Block;
+use crate::heap::secure::QUARANTINE_SLOTS;
 use crate::heap::size_class::{CLASS_COUNT, DIRECT_SLOTS, FOREIGN_CLASSES, direct_slot_range};
 
 /// The descriptor every empty direct-table entry points to: it has no free
@@ -45,6 +46,10 @@ pub struct HeapStats {
     /// handed out again itself (live again; counted in `remote_*` too).
     pub reused_blocks: AtomicU64,
     pub reused_bytes: AtomicU64,
+    /// Blocks (and bytes) in this heap's secure-mode quarantine: freed, but
+    /// still counted as live by their pages.
+    pub quarantined_blocks: AtomicU64,
+    pub quarantined_bytes: AtomicU64,
     /// Allocations of pages the purge thread took from this heap's span
     /// cache (atomic adds: not the owner's counter).
     pub taken_allocs: AtomicU64,
@@ -64,16 +69,22 @@ impl HeapStats {
             drained_bytes: AtomicU64::new(0),
             reused_blocks: AtomicU64::new(0),
             reused_bytes: AtomicU64::new(0),
+            quarantined_blocks: AtomicU64::new(0),
+            quarantined_bytes: AtomicU64::new(0),
             taken_allocs: AtomicU64::new(0),
             internal_blocks: AtomicU64::new(0),
             internal_bytes: AtomicU64::new(0),
         }
     }
 
-    /// Adds to an owner-written counter (no read-modify-write).
+    /// Adds to an owner-written counter (no read-modify-write); wrapping,
+    /// so `u64::MAX` subtracts one.
     #[inline]
     pub fn bump(counter: &AtomicU64, by: u64) {
-        counter.store(counter.load(Ordering::Relaxed) + by, Ordering::Relaxed);
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -281,6 +292,10 @@ pub struct Heap {
     /// reuse, per small class (see `remote`).
     pub foreign: [Owned<*mut Block>; FOREIGN_CLASSES],
     pub foreign_count: [Owned<u32>; FOREIGN_CLASSES],
+    /// Secure mode: blocks freed by this thread waiting to be reused (see
+    /// `secure::quarantine`); slots are atomic so the statistics can read.
+    pub quarantine: [AtomicUsize; QUARANTINE_SLOTS],
+    pub quarantine_next: Owned<usize>,
     /// Pseudo-random state for secure mode's shuffled free lists.
     pub rng: Owned<u64>,
     /// The owning thread's `fast_bound` (in its TLS), so a new allocation
@@ -310,6 +325,8 @@ impl Heap {
             outbox: [const { Outbox::new() }; OUTBOX_SLOTS],
             foreign: [const { Owned::new(ptr::null_mut()) }; FOREIGN_CLASSES],
             foreign_count: [const { Owned::new(0) }; FOREIGN_CLASSES],
+            quarantine: [const { AtomicUsize::new(0) }; QUARANTINE_SLOTS],
+            quarantine_next: Owned::new(0),
             rng: Owned::new(0),
             bound_slot: AtomicPtr::new(ptr::null_mut()),
             _pad: [0; 64],
@@ -456,6 +473,18 @@ impl Heap {
         }
     }
 
+    /// What this heap's pages hold in `Page::heap` when not full: its
+    /// address, with `SLOW_FLAG` in secure mode.
+    #[inline]
+    pub fn owner_word(&self) -> usize {
+        self.as_ptr() as usize
+            | if crate::settings::secure() {
+                SLOW_FLAG
+            } else {
+                0
+            }
+    }
+
     pub fn as_ptr(&self) -> *mut Heap {
         self as *const Heap as *mut Heap
     }
@@ -466,3 +495,8 @@ impl Default for Heap {
         Heap::new()
     }
 }
+
+const _: () = assert!(
+    core::mem::align_of::<Heap>() >= 4,
+    "the low bits of heap addresses hold page flags"
+);

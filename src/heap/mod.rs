@@ -10,6 +10,7 @@ pub mod heap;
 pub mod page_ops;
 pub mod realloc;
 pub mod remote;
+pub mod secure;
 pub mod size_class;
 pub mod thread;
 

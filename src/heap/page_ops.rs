@@ -73,7 +73,7 @@ pub fn init_small(page: &Page, heap: &Heap, class: usize) {
     page.class.set(class as u8);
     page.in_queue.set(false);
     page.set_kind(PageKind::Small);
-    page.heap.store(heap.as_ptr() as usize, Ordering::Relaxed);
+    page.heap.store(heap.owner_word(), Ordering::Relaxed);
 }
 
 /// Moves the page's allocation count into its heap's totals (before the

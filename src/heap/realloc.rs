@@ -10,6 +10,7 @@ use crate::diag::HeapError;
 use crate::heap::alloc;
 use crate::heap::block::Block;
 use crate::heap::free::{self, Location, locate};
+use crate::heap::secure;
 use crate::settings;
 
 pub enum ReallocError {
@@ -38,19 +39,23 @@ pub fn realloc(ptr: *mut u8, size: usize) -> Result<*mut u8, ReallocError> {
             if unsafe { (*(addr as *const Block)).is_tagged_free() } {
                 return Err(HeapError::DoubleFree.into());
             }
-            page.block_size()
+            secure::check(addr, page.block_size())?;
+            secure::usable(page.block_size())
         }
         Location::Large(page) => {
             let mut core = backend::lock();
-            let usable = backend::validate_large(page, addr)?;
-            if size > MEDIUM_MAX
-                && size <= LARGE_MAX
+            let bytes = backend::validate_large(page, addr)?;
+            secure::check(addr, bytes)?;
+            let padded = secure::padded(size);
+            if padded > MEDIUM_MAX
+                && padded <= LARGE_MAX
                 && size <= settings::size_limit()
-                && core.resize_large(page, size)
+                && core.resize_large(page, padded)
             {
+                secure::arm(ptr, page.block_size());
                 return Ok(ptr);
             }
-            usable
+            secure::usable(bytes)
         }
         Location::Huge => {
             let usable = huge::usable_size(&backend::lock().freed_huge, addr)?;

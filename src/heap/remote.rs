@@ -22,13 +22,15 @@ use core::sync::atomic::Ordering;
 
 use core::ptr;
 
-use crate::backend::page::{FULL_FLAG, Page};
+use crate::backend::page::Page;
 use crate::backend::region_map;
 use crate::backend::segment::Segment;
 use crate::config::CHECKS;
 use crate::diag::{self, Call, HeapError};
 use crate::heap::block::{Block, encode, tag_of};
+use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, HeapStats, Outbox, SHARED_STATS};
+use crate::heap::secure;
 use crate::heap::size_class::{FOREIGN_CLASSES, block_size_of, class_of};
 use crate::heap::thread;
 
@@ -48,6 +50,8 @@ pub enum Foreign {
     Mine,
     /// Not a carved block of a small page: take the fully checked path.
     Other,
+    /// Secure mode: the canary after the block was overwritten.
+    Overflow,
 }
 
 /// Frees block `addr` of `page`, a page the calling thread (whose heap is
@@ -55,9 +59,9 @@ pub enum Foreign {
 #[inline(never)]
 pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap) -> Foreign {
     // Only pages of small blocks have an owning heap (every other span has
-    // `NO_OWNER`, which is `FULL_FLAG`): checked on the descriptor's first
+    // `NO_OWNER`, which masks to 0): checked on the descriptor's first
     // cache line, like everything else here.
-    let owner = page.heap.load(Ordering::Relaxed) & !FULL_FLAG;
+    let owner = page.owner();
     if owner == 0 || !page.is_block_start(addr) {
         return Foreign::Other;
     }
@@ -65,28 +69,90 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap) -> Foreign {
         return Foreign::Mine;
     }
     let block = addr as *mut Block;
+    let size = page.block_size();
+    // SAFETY: a carved block of one of our pages.
+    if unsafe { (*block).is_tagged_free() } {
+        return Foreign::DoubleFree;
+    }
+    if secure::check(addr, size).is_err() {
+        return Foreign::Overflow;
+    }
     if CHECKS && !claim(block) {
         return Foreign::DoubleFree;
     }
-    let size = page.block_size();
-    let class = class_of(size);
-    if class < FOREIGN_CLASSES && !me.is_null() && me != thread::dead_heap() {
-        // SAFETY: the calling thread's own heap.
-        let me = unsafe { &*me };
-        if keep(me, class, block, size) {
-            return Foreign::Sent;
-        }
+    if secure::enabled() {
+        return quarantine_or_deliver(me, addr, size);
     }
     // SAFETY: heaps are never unmapped: the owner pointer stays valid even if
     // its thread has exited.
-    let owner = unsafe { &*(owner as *const Heap) };
-    send(me, owner, block, size);
+    deliver(me, unsafe { &*(owner as *const Heap) }, block, size);
     Foreign::Sent
+}
+
+/// Hands a claimed block of another heap to the calling thread's foreign
+/// cache, else towards its owner.
+fn deliver(me: *mut Heap, owner: &Heap, block: *mut Block, size: usize) {
+    let class = class_of(size);
+    if class < FOREIGN_CLASSES && !me.is_null() && me != thread::dead_heap() {
+        // SAFETY: the calling thread's own heap.
+        if keep(unsafe { &*me }, class, block, size) {
+            return;
+        }
+    }
+    send(me, owner, block, size);
+}
+
+/// Secure mode: a claimed block (of any heap) is zeroed and waits in the
+/// calling thread's quarantine; the block it pushes out is freed for real.
+pub fn quarantine_or_deliver(me: *mut Heap, addr: usize, size: usize) -> Foreign {
+    // Keep the link and tag words: the block stays tagged as free.
+    secure::scrub(addr + 16, size - 16);
+    if me.is_null() || me == thread::dead_heap() {
+        release_claimed(me, addr);
+        return Foreign::Sent;
+    }
+    // SAFETY: the calling thread's own heap.
+    let heap = unsafe { &*me };
+    HeapStats::bump(&heap.stats.quarantined_blocks, 1);
+    HeapStats::bump(&heap.stats.quarantined_bytes, size as u64);
+    let evicted = secure::quarantine(heap, addr);
+    if evicted != 0 {
+        release_claimed(me, evicted);
+    }
+    Foreign::Sent
+}
+
+/// Frees a claimed block out of the quarantine: into its page if the
+/// calling thread owns it, else towards its owner.
+fn release_claimed(me: *mut Heap, addr: usize) {
+    // SAFETY: a claimed block: its page is a live small page.
+    let page = unsafe { &*Segment::page_of(addr) };
+    let size = page.block_size();
+    if !me.is_null() && me != thread::dead_heap() {
+        // SAFETY: the calling thread's own heap.
+        let heap = unsafe { &*me };
+        if secure::enabled() {
+            HeapStats::bump(&heap.stats.quarantined_blocks, u64::MAX);
+            HeapStats::bump(&heap.stats.quarantined_bytes, (size as u64).wrapping_neg());
+        }
+        if page.owner() == me as usize {
+            // SAFETY: a claimed carved block of a page this thread owns.
+            unsafe { collect::free_to_page(heap, page, addr as *mut Block, &mut CoreAccess::Take) };
+            return;
+        }
+    }
+    // SAFETY: heaps are never unmapped.
+    deliver(
+        me,
+        unsafe { &*(page.owner() as *const Heap) },
+        addr as *mut Block,
+        size,
+    );
 }
 
 /// Claims a block for freeing by swapping in its free tag; false when it is
 /// already free (tagged), also when another thread's free wins a race.
-fn claim(block: *mut Block) -> bool {
+pub fn claim(block: *mut Block) -> bool {
     // SAFETY: a carved block of one of our pages; while it may be contended
     // its tag word is only accessed atomically.
     let tag = unsafe { &(*block).tag };
@@ -156,7 +222,7 @@ pub fn return_foreign(me: &Heap) {
             let next = unsafe { (*block).next() } as *mut Block;
             // SAFETY: as above: its page is a live small page.
             let page = unsafe { &*Segment::page_of(block as usize) };
-            let owner = page.heap.load(Ordering::Relaxed) & !FULL_FLAG;
+            let owner = page.owner();
             // SAFETY: heaps are never unmapped.
             let owner = unsafe { &*(owner as *const Heap) };
             to_outbox(me, owner, block);

@@ -119,9 +119,16 @@ pub fn acquire() -> *mut Heap {
 fn set_fast_bound(heap: &Heap) {
     let slot = heap.bound_slot.load(Ordering::Relaxed);
     if !slot.is_null() {
+        // Secure mode keeps the fast path closed: its checks are on the
+        // slow path.
+        let bound = if settings::secure() {
+            0
+        } else {
+            settings::fast_limit() + 1
+        };
         // SAFETY: the slot is the owning thread's TLS word, valid while the
         // heap is owned (cleared, under the core lock, before it is not).
-        unsafe { (*slot).store(settings::fast_limit() + 1, Ordering::Relaxed) };
+        unsafe { (*slot).store(bound, Ordering::Relaxed) };
     }
 }
 

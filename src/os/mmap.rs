@@ -93,6 +93,24 @@ pub fn advise_huge_pages(p: *mut u8, size: usize, enable: bool) {
     }
 }
 
+/// Makes a range inaccessible (a guard page); a failure (too many mappings)
+/// only loses the guard.
+pub fn protect_none(p: *mut u8, size: usize) {
+    // SAFETY: callers pass page-aligned ranges of CMA's own mappings that no
+    // block overlaps.
+    unsafe {
+        libc::mprotect(p.cast(), size, libc::PROT_NONE);
+    }
+}
+
+/// Makes a range readable and writable again.
+pub fn protect_read_write(p: *mut u8, size: usize) {
+    // SAFETY: callers pass page-aligned ranges of CMA's own mappings.
+    unsafe {
+        libc::mprotect(p.cast(), size, libc::PROT_READ | libc::PROT_WRITE);
+    }
+}
+
 /// Resizes a mapping without moving it. Returns false (mapping unchanged)
 /// when the address space after it is taken.
 pub fn remap_in_place(p: *mut u8, old_size: usize, new_size: usize) -> bool {
