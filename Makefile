@@ -30,6 +30,7 @@ test: test-rust test-secure test-loom lint lib test-header test-c test-smoke
 
 test-rust:
 	$(CARGO) test --release
+	$(CARGO) run --release --example global_alloc --no-default-features --features std
 
 # The allocator tests again in secure mode (canaries, quarantine, guards).
 test-secure:
@@ -43,6 +44,7 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 	$(CARGO) clippy --release --lib --no-default-features --features override -- -D warnings
+	$(CARGO) clippy --release --lib --example global_alloc --no-default-features --features std -- -D warnings
 
 # A build must not change the committed header.
 test-header: lib

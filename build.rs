@@ -15,6 +15,22 @@ fn main() {
         .opt_level(2)
         .compile("cma_tls");
 
+    // C++ operator new/delete, only where the malloc family is exported.
+    // No C++ standard library is linked: see the file's header comment.
+    if env::var_os("CARGO_FEATURE_OVERRIDE").is_some() {
+        println!("cargo:rerun-if-changed=csrc/new_delete.cpp");
+        cc::Build::new()
+            .cpp(true)
+            .cpp_link_stdlib(None)
+            .file(crate_dir.join("csrc/new_delete.cpp"))
+            .flag("-std=c++17")
+            .flag("-fexceptions")
+            .flag("-fno-rtti")
+            .flag("-fno-stack-protector")
+            .opt_level(2)
+            .compile("cma_new_delete");
+    }
+
     generate_header(&crate_dir);
 }
 

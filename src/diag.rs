@@ -17,6 +17,9 @@ pub enum HeapError {
     Corrupted,
     /// The canary after a block's usable size was overwritten (secure mode).
     Overflow,
+    /// A sized free (free_sized, sized operator delete) named a size the
+    /// block was not allocated with.
+    SizeMismatch,
 }
 
 impl HeapError {
@@ -26,6 +29,7 @@ impl HeapError {
             HeapError::DoubleFree => "double free",
             HeapError::Corrupted => "corrupted heap metadata",
             HeapError::Overflow => "buffer overflow past the end of the block",
+            HeapError::SizeMismatch => "size does not match the block",
         }
     }
 }
@@ -41,6 +45,7 @@ pub enum Call {
     CmaFree,
     CmaRealloc,
     CmaBlockSize,
+    OperatorDelete,
 }
 
 impl Call {
@@ -54,6 +59,7 @@ impl Call {
             Call::CmaFree => "cma_free",
             Call::CmaRealloc => "cma_realloc",
             Call::CmaBlockSize => "cma_block_size",
+            Call::OperatorDelete => "operator delete",
         }
     }
 }

@@ -11,6 +11,9 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+// Without `override` (a Rust program using `cma::Cma` only), the pieces
+// behind the C entry points (sized frees, malloc_trim, ...) go unused.
+#![cfg_attr(not(feature = "override"), allow(dead_code))]
 
 // The allocator itself uses only `core` (the crate is `no_std`, so nothing
 // can allocate by accident). With the `std` feature (Rust users, tests),
@@ -57,3 +60,5 @@ mod tls;
 
 #[cfg(not(loom))]
 pub use api::error::CmaError;
+#[cfg(not(loom))]
+pub use api::global_alloc::Cma;

@@ -23,6 +23,7 @@ fn code_of(error: HeapError) -> CmaError {
         HeapError::InvalidPointer => CmaError::CmaErrorInvalidPointer,
         HeapError::DoubleFree => CmaError::CmaErrorDoubleFree,
         HeapError::Corrupted | HeapError::Overflow => CmaError::CmaErrorCorrupted,
+        HeapError::SizeMismatch => CmaError::CmaErrorInvalidArgument,
     }
 }
 
@@ -88,6 +89,30 @@ pub fn realloc_or_die(
         Err(ReallocError::OutOfMemory) => Err(OutOfMemory),
         Err(ReallocError::Heap(error)) => diag::fatal(call, ptr as usize, error),
     }
+}
+
+/// Frees `ptr` after checking that it was allocated with `size` bytes
+/// (and `align`): a sized free with another size is diagnosed like any other
+/// misuse. A block may have been resized in place by realloc, so any size
+/// realloc would have left in this block is accepted too.
+///
+/// # Safety
+/// Any pointer may be passed; see `heap::free::free`.
+pub unsafe fn free_sized_or_die(ptr: *mut c_void, size: usize, align: usize, call: Call) {
+    if ptr.is_null() {
+        return;
+    }
+    let usable = match free::usable_size(ptr.cast()) {
+        Ok(usable) => usable,
+        Err(error) => diag::fatal(call, ptr as usize, error),
+    };
+    let fits_class = usable == alloc::usable_size_for(size, align);
+    let kept_by_realloc = size <= usable && size > usable / 2;
+    if !fits_class && !kept_by_realloc {
+        diag::fatal(call, ptr as usize, HeapError::SizeMismatch);
+    }
+    // SAFETY: validated above.
+    unsafe { free::free(ptr.cast(), call) }
 }
 
 /// The usable size of a live block (0 for null); invalid pointers end the

@@ -142,9 +142,8 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
 /// `ptr` must be null or a live block of at least `size` usable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free_sized(ptr: *mut c_void, size: usize) {
-    let _ = size;
-    // SAFETY: forwarded; validated by the heap layer.
-    unsafe { entry::free_or_die(ptr, Call::FreeSized) }
+    // SAFETY: forwarded; validated by the entry layer.
+    unsafe { entry::free_sized_or_die(ptr, size, MIN_ALIGN, Call::FreeSized) }
 }
 
 /// C23 free_aligned_sized: frees a block from aligned_alloc.
@@ -153,9 +152,8 @@ pub unsafe extern "C" fn free_sized(ptr: *mut c_void, size: usize) {
 /// `ptr` must be null or a live block.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn free_aligned_sized(ptr: *mut c_void, alignment: usize, size: usize) {
-    let _ = (alignment, size);
-    // SAFETY: forwarded; validated by the heap layer.
-    unsafe { entry::free_or_die(ptr, Call::FreeSized) }
+    // SAFETY: forwarded; validated by the entry layer.
+    unsafe { entry::free_sized_or_die(ptr, size, alignment.max(MIN_ALIGN), Call::FreeSized) }
 }
 
 /// Gives free memory back to the OS now: the calling thread's empty pages

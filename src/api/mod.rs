@@ -2,7 +2,10 @@
 //! feature, the malloc family that replaces the system allocator.
 
 pub mod cma;
+#[cfg(all(feature = "override", not(loom)))]
+pub mod cxx;
 pub mod entry;
 pub mod error;
+pub mod global_alloc;
 #[cfg(all(feature = "override", not(loom)))]
 pub mod malloc_family;

@@ -128,6 +128,19 @@ fn allocate_internal(size: usize, align: usize, zero: bool) -> *mut u8 {
     block
 }
 
+/// The usable size `allocate(size, align)` gives (0 when it cannot).
+pub fn usable_size_for(size: usize, align: usize) -> usize {
+    let padded = secure::padded(size);
+    match route(padded, align.max(MIN_ALIGN)) {
+        Route::Class(class) => secure::usable(block_size_of(class)),
+        Route::Large => secure::usable(padded.max(1).next_multiple_of(SLICE_SIZE)),
+        Route::Huge => {
+            let offset = align.max(crate::config::OS_PAGE_SIZE);
+            (offset + size.max(1)).next_multiple_of(crate::config::OS_PAGE_SIZE) - offset
+        }
+    }
+}
+
 enum Route {
     Class(usize),
     Large,
