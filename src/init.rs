@@ -71,6 +71,16 @@ fn stage_two() {
         ]);
     }
     settings::report_if_verbose();
+    if settings::stats_at_exit() {
+        // SAFETY: registering a C-ABI function that stays valid forever.
+        if unsafe { libc::atexit(report_at_exit) } != 0 {
+            diag::warn(&[b"cannot register the CMA_STATS report"]);
+        }
+    }
+}
+
+extern "C" fn report_at_exit() {
+    crate::report::write_stats_report();
 }
 
 /// Before fork: hold the core lock, so the child gets a consistent core.

@@ -52,6 +52,8 @@ mod os;
 #[cfg(not(loom))]
 mod purge;
 #[cfg(not(loom))]
+mod report;
+#[cfg(not(loom))]
 mod settings;
 #[cfg(not(loom))]
 mod stats;

@@ -8,4 +8,6 @@ pub mod entry;
 pub mod error;
 pub mod global_alloc;
 #[cfg(all(feature = "override", not(loom)))]
+pub mod introspection;
+#[cfg(all(feature = "override", not(loom)))]
 pub mod malloc_family;

@@ -108,7 +108,7 @@ pub struct Page {
     /// owner; read by statistics.
     pub used: AtomicU32,
     /// Blocks carved into the free lists so far.
-    pub capacity: Owned<u32>,
+    pub capacity: AtomicU32,
     /// Blocks handed out from this page since it was set up (statistics:
     /// folded into the heap's totals when the page is set up again).
     pub allocs: AtomicU64,
@@ -150,7 +150,7 @@ impl Page {
             next: Owned::new(core::ptr::null_mut()),
             prev: Owned::new(core::ptr::null_mut()),
             reserved: Owned::new(0),
-            capacity: Owned::new(0),
+            capacity: AtomicU32::new(0),
             check_unit: Owned::new(0),
             slice_count: AtomicU32::new(0),
             slice_index: 0,
@@ -270,7 +270,7 @@ impl Page {
 
     /// Marks the first `capacity` blocks as carved (for the block check).
     pub fn set_carved(&self, capacity: usize) {
-        self.capacity.set(capacity as u32);
+        self.capacity.store(capacity as u32, Ordering::Relaxed);
         self.check_limit
             .store(capacity as u64 * self.check_unit.get(), Ordering::Relaxed);
     }

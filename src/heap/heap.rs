@@ -33,8 +33,9 @@ pub fn empty_page() -> *mut Page {
 /// read by anyone.
 #[repr(C)]
 pub struct HeapStats {
-    /// Allocations counted by pages that have since been set up again.
-    pub folded_allocs: AtomicU64,
+    /// Allocations per size class counted by pages that have since been set
+    /// up again, or handed out from the foreign cache.
+    pub class_allocs: [AtomicU64; CLASS_COUNT],
     /// Blocks (and their usable bytes) this thread freed into other heaps'
     /// inboxes: still counted as live by their pages until collected.
     pub remote_blocks: AtomicU64,
@@ -50,9 +51,9 @@ pub struct HeapStats {
     /// still counted as live by their pages.
     pub quarantined_blocks: AtomicU64,
     pub quarantined_bytes: AtomicU64,
-    /// Allocations of pages the purge thread took from this heap's span
-    /// cache (atomic adds: not the owner's counter).
-    pub taken_allocs: AtomicU64,
+    /// Allocations per class of pages the purge thread took from this
+    /// heap's span cache (atomic adds: not the owner's counters).
+    pub taken_allocs: [AtomicU64; CLASS_COUNT],
     /// Blocks (and bytes) libc allocated on CMA's own behalf (the stack
     /// bookkeeping of the purge thread), left out of the statistics.
     pub internal_blocks: AtomicU64,
@@ -62,7 +63,7 @@ pub struct HeapStats {
 impl HeapStats {
     pub const fn new() -> HeapStats {
         HeapStats {
-            folded_allocs: AtomicU64::new(0),
+            class_allocs: [const { AtomicU64::new(0) }; CLASS_COUNT],
             remote_blocks: AtomicU64::new(0),
             remote_bytes: AtomicU64::new(0),
             drained_blocks: AtomicU64::new(0),
@@ -71,7 +72,7 @@ impl HeapStats {
             reused_bytes: AtomicU64::new(0),
             quarantined_blocks: AtomicU64::new(0),
             quarantined_bytes: AtomicU64::new(0),
-            taken_allocs: AtomicU64::new(0),
+            taken_allocs: [const { AtomicU64::new(0) }; CLASS_COUNT],
             internal_blocks: AtomicU64::new(0),
             internal_bytes: AtomicU64::new(0),
         }

@@ -80,18 +80,18 @@ pub fn init_small(page: &Page, heap: &Heap, class: usize) {
 /// page is set up again or its span leaves the heap).
 pub fn fold_allocs(page: &Page, heap: &Heap) {
     let allocs = page.allocs.swap(0, Ordering::Relaxed);
-    HeapStats::bump(&heap.stats.folded_allocs, allocs);
+    HeapStats::bump(&heap.stats.class_allocs[page.class.get() as usize], allocs);
 }
 
 /// True when all blocks of the page have been carved.
 pub fn fully_carved(page: &Page) -> bool {
-    page.capacity.get() >= page.reserved.get()
+    page.capacity.load(Ordering::Relaxed) >= page.reserved.get()
 }
 
 /// Carves the next few never-used blocks of the page onto its free list.
 pub fn extend(page: &Page, heap: &Heap) {
     let block_size = page.block_size();
-    let capacity = page.capacity.get() as usize;
+    let capacity = page.capacity.load(Ordering::Relaxed) as usize;
     let remaining = page.reserved.get() as usize - capacity;
     let count = (EXTEND_BYTES / block_size)
         .max(MIN_EXTEND_BLOCKS)

@@ -208,7 +208,7 @@ pub fn pop_foreign(me: &Heap, class: usize) -> *mut u8 {
     let size = block_size_of(class) as u64;
     HeapStats::bump(&me.stats.reused_blocks, 1);
     HeapStats::bump(&me.stats.reused_bytes, size);
-    HeapStats::bump(&me.stats.folded_allocs, 1);
+    HeapStats::bump(&me.stats.class_allocs[class], 1);
     block.cast()
 }
 

@@ -239,7 +239,7 @@ pub fn take_idle_span_caches(
             // SAFETY: swapped out of the slot: the page is ours alone.
             let page = unsafe { &*page };
             let allocs = page.allocs.swap(0, Ordering::Relaxed);
-            h.stats.taken_allocs.fetch_add(allocs, Ordering::Relaxed);
+            h.stats.taken_allocs[page.class.get() as usize].fetch_add(allocs, Ordering::Relaxed);
             page.free.set(core::ptr::null_mut());
             core.free_page_span(page);
         }

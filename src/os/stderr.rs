@@ -9,7 +9,7 @@ pub struct Line {
 }
 
 impl Line {
-    pub const CAP: usize = 512;
+    pub const CAP: usize = 1024;
 
     pub const fn new() -> Line {
         Line {
@@ -67,6 +67,26 @@ impl Line {
         i -= 1;
         digits[i] = b'0';
         self.bytes(&digits[i..])
+    }
+
+    /// Appends a space and `value` in decimal (`key value` reports).
+    pub fn num(&mut self, value: u64) -> &mut Line {
+        self.str(" ").dec(value)
+    }
+
+    /// Ends the line with a NUL (overwriting the last byte if full), for C.
+    pub fn nul_terminated(&mut self) -> &Line {
+        if self.len == Line::CAP {
+            self.len -= 1;
+        }
+        self.buf[self.len] = 0;
+        self.len += 1;
+        self
+    }
+
+    /// The line as a C string (after `nul_terminated`).
+    pub fn as_c_str(&self) -> &core::ffi::CStr {
+        core::ffi::CStr::from_bytes_until_nul(self.as_bytes()).unwrap_or(c"")
     }
 
     pub fn as_bytes(&self) -> &[u8] {

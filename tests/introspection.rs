@@ -1,0 +1,259 @@
+//! The glibc introspection calls and the CMA_STATS report, checked against
+//! what the test allocated. Scenarios that need a fresh process (settings
+//! are read at start, the report is written at exit) run this same binary
+//! again as a child with `CMA_TEST_SCENARIO` set.
+
+use std::ffi::c_void;
+use std::hint::black_box;
+use std::process::Command;
+
+use cma as _;
+
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+struct MallInfo2 {
+    arena: usize,
+    ordblks: usize,
+    smblks: usize,
+    hblks: usize,
+    hblkhd: usize,
+    usmblks: usize,
+    fsmblks: usize,
+    uordblks: usize,
+    fordblks: usize,
+    keepcost: usize,
+}
+
+unsafe extern "C" {
+    fn malloc(size: usize) -> *mut c_void;
+    fn free(ptr: *mut c_void);
+    fn mallinfo2() -> MallInfo2;
+    fn mallopt(param: i32, value: i32) -> i32;
+    fn malloc_trim(pad: usize) -> i32;
+    fn malloc_info(options: i32, stream: *mut libc::FILE) -> i32;
+}
+
+/// Runs the scenario `name` in a child process with `env` set; returns its
+/// stderr (and asserts it succeeded).
+fn child(name: &str, env: &[(&str, &str)]) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", "scenario", "--nocapture", "--test-threads=1"])
+        .env("TEST_SCENARIO", name);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "scenario {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const LIVE_SMALL: usize = 300;
+const SMALL_SIZE: usize = 48;
+
+/// Entry point of the child processes (does nothing in a normal run).
+#[test]
+fn scenario() {
+    match std::env::var("TEST_SCENARIO").as_deref() {
+        Ok("report") => unsafe {
+            // Live at exit: LIVE_SMALL blocks of 48 bytes, 2 large, 1 huge.
+            // (black_box: the compiler may drop an allocation it sees unused.)
+            for _ in 0..LIVE_SMALL {
+                let p = black_box(malloc(SMALL_SIZE));
+                std::ptr::write_bytes(p.cast::<u8>(), 1, SMALL_SIZE);
+            }
+            for size in [300_000usize, 400_000, 5 << 20] {
+                let p = black_box(malloc(size));
+                std::ptr::write_bytes(p.cast::<u8>(), 1, size);
+            }
+            // And some churn that is freed again.
+            for i in 0..1000 {
+                free(black_box(malloc(i * 7 + 1)));
+            }
+        },
+        Ok("trim") => unsafe {
+            // 32 MiB freed (below the size purged at once): trim releases it.
+            let blocks: Vec<*mut c_void> = (0..128).map(|_| black_box(malloc(256 << 10))).collect();
+            for &p in &blocks {
+                std::ptr::write_bytes(p.cast::<u8>(), 1, 256 << 10);
+            }
+            for p in blocks {
+                free(p);
+            }
+            assert!(mallinfo2().keepcost > 0, "freed memory waits for a purge");
+            assert_eq!(malloc_trim(0), 1, "something to release");
+            assert_eq!(mallinfo2().keepcost, 0, "nothing left to purge");
+            assert_eq!(malloc_trim(0), 0, "nothing left to release");
+        },
+        Ok("mallinfo") => unsafe {
+            let before = mallinfo2();
+            let blocks: Vec<*mut c_void> = (0..2000).map(|_| black_box(malloc(1000))).collect();
+            let huge = black_box(malloc(8 << 20));
+            let during = mallinfo2();
+            assert!(
+                during.uordblks >= before.uordblks + 2000 * 1000,
+                "{before:?} {during:?}"
+            );
+            assert!(during.hblks == before.hblks + 1 && during.hblkhd >= before.hblkhd + (8 << 20));
+            assert!(during.arena >= during.uordblks);
+            for p in blocks {
+                free(p);
+            }
+            free(huge);
+            let after = mallinfo2();
+            assert!(
+                after.uordblks <= before.uordblks + 1000 && after.hblks == before.hblks,
+                "{after:?}"
+            );
+        },
+        _ => {}
+    }
+}
+
+/// `key value` pairs of the report lines that start with `prefix`.
+fn fields<'a>(report: &'a str, prefix: &str) -> Vec<Vec<(&'a str, u64)>> {
+    report
+        .lines()
+        .filter_map(|line| line.strip_prefix("cma-stats: "))
+        .filter(|line| line.starts_with(prefix))
+        .map(|line| {
+            // The large and huge rows start with a bare label.
+            let line = line
+                .strip_prefix("large ")
+                .or_else(|| line.strip_prefix("huge "))
+                .unwrap_or(line);
+            let words: Vec<&str> = line.split_whitespace().collect();
+            words
+                .chunks(2)
+                .filter_map(|pair| Some((pair[0], pair.get(1)?.parse::<u64>().ok()?)))
+                .collect()
+        })
+        .collect()
+}
+
+fn get(row: &[(&str, u64)], key: &str) -> u64 {
+    row.iter()
+        .find(|(k, _)| *k == key)
+        .unwrap_or_else(|| panic!("no {key} in {row:?}"))
+        .1
+}
+
+#[test]
+fn stats_report_at_exit_adds_up() {
+    let report = child("report", &[("CMA_STATS", "1")]);
+    let totals = &fields(&report, "allocations")[0];
+    let (allocs, frees, live) = (
+        get(totals, "allocations"),
+        get(totals, "frees"),
+        get(totals, "live_blocks"),
+    );
+    assert_eq!(allocs, frees + live, "allocations = frees + live\n{report}");
+    assert!(live >= LIVE_SMALL as u64 + 3, "{report}");
+    assert!(get(totals, "peak_bytes") >= get(totals, "live_bytes"));
+    let live_bytes = get(totals, "live_bytes");
+    assert!(
+        live_bytes >= (LIVE_SMALL * SMALL_SIZE + 700_000 + (5 << 20)) as u64,
+        "{report}"
+    );
+
+    let mapped = &fields(&report, "mapped_bytes")[0];
+    assert!(get(mapped, "mapped_bytes") >= live_bytes);
+    assert!(get(mapped, "rss_bytes") > 0);
+    let lock = &fields(&report, "lock_acquisitions")[0];
+    assert!(get(lock, "lock_acquisitions") > 0);
+    assert!(get(lock, "lock_contended") <= get(lock, "lock_acquisitions"));
+
+    let classes = fields(&report, "class");
+    let class_48 = classes
+        .iter()
+        .find(|row| get(row, "block_size") == SMALL_SIZE as u64)
+        .expect("48-byte class row");
+    assert!(get(class_48, "live") >= LIVE_SMALL as u64, "{report}");
+    assert!(get(class_48, "peak_bytes") >= get(class_48, "live_bytes"));
+    let large = &fields(&report, "large")[0];
+    let huge = &fields(&report, "huge")[0];
+    assert_eq!(get(large, "live"), 2, "{report}");
+    assert_eq!(get(huge, "live"), 1, "{report}");
+    // Every allocation is in exactly one row.
+    let requests: u64 = classes.iter().map(|row| get(row, "requests")).sum::<u64>()
+        + get(large, "requests")
+        + get(huge, "requests");
+    assert_eq!(
+        requests,
+        allocs + get(totals, "internal_blocks"),
+        "{report}"
+    );
+}
+
+#[test]
+fn settings_are_reported_and_unknown_ones_warned_about() {
+    let out = child(
+        "none",
+        &[
+            ("CMA_VERBOSE", "1"),
+            ("CMA_PURGE_DELAY_MS", "250"),
+            ("CMA_NO_SUCH_SETTING", "1"),
+        ],
+    );
+    assert!(
+        out.contains("cma: settings:") && out.contains("CMA_PURGE_DELAY_MS=250"),
+        "{out}"
+    );
+    assert!(out.contains("unknown setting CMA_NO_SUCH_SETTING"), "{out}");
+    let out = child("none", &[("CMA_SECURE", "maybe")]);
+    assert!(out.contains("CMA_SECURE: expected"), "{out}");
+}
+
+#[test]
+fn mallinfo2_follows_live_memory() {
+    child("mallinfo", &[]);
+}
+
+#[test]
+fn mallopt_answers_like_glibc() {
+    assert_eq!(unsafe { mallopt(1, 64) }, 1, "M_MXFAST in range");
+    assert_eq!(unsafe { mallopt(1, 100_000) }, 0, "M_MXFAST out of range");
+    assert_eq!(unsafe { mallopt(-3, 1 << 20) }, 1, "M_MMAP_THRESHOLD");
+    assert_eq!(unsafe { mallopt(-8, 0) }, 0, "M_ARENA_MAX 0");
+    assert_eq!(unsafe { mallopt(4242, 1) }, 1, "unknown parameter");
+}
+
+#[test]
+fn malloc_trim_releases_freed_memory() {
+    child("trim", &[("CMA_BACKGROUND_PURGE", "0")]);
+}
+
+#[test]
+fn malloc_info_writes_glibc_shaped_xml() {
+    let keep: Vec<*mut c_void> = (0..100).map(|i| unsafe { malloc(16 + i * 8) }).collect();
+    for &p in keep.iter().step_by(2) {
+        unsafe { free(p) };
+    }
+    let mut buf: *mut libc::c_char = std::ptr::null_mut();
+    let mut len = 0usize;
+    let stream = unsafe { libc::open_memstream(&mut buf, &mut len) };
+    assert_eq!(unsafe { malloc_info(0, stream) }, 0);
+    unsafe { libc::fclose(stream) };
+    let xml = unsafe { std::ffi::CStr::from_ptr(buf) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { free(buf.cast()) };
+    assert!(
+        xml.starts_with("<malloc version=\"1\">\n<heap nr=\"0\">\n<sizes>\n"),
+        "{xml}"
+    );
+    assert!(xml.trim_end().ends_with("</malloc>"), "{xml}");
+    assert!(
+        xml.contains("<size from=") && xml.contains("<total type=\"mmap\""),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("<heap").count(), xml.matches("</heap>").count());
+    assert_eq!(unsafe { malloc_info(1, stream) }, -1, "options must be 0");
+    for &p in keep.iter().skip(1).step_by(2) {
+        unsafe { free(p) };
+    }
+}
