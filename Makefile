@@ -12,7 +12,7 @@ DESTDIR ?=
 CARGO ?= cargo
 LIBDIR := target/release
 
-.PHONY: all lib test test-rust test-secure test-loom test-header test-c test-smoke \
+.PHONY: all lib test test-rust test-secure test-loom test-header test-c test-install test-smoke \
         lint install uninstall bench clean
 
 all: lib
@@ -25,7 +25,7 @@ lib:
 	$(CARGO) rustc --release --lib --no-default-features --features override \
 		--crate-type cdylib --crate-type staticlib
 
-test: test-rust test-secure test-loom lint lib test-header test-c test-smoke
+test: test-rust test-secure test-loom lint lib test-header test-c test-install test-smoke
 	@echo "make test: all tests passed"
 
 test-rust:
@@ -59,16 +59,30 @@ test-c: lib
 test-smoke: lib
 	scripts/preload-smoke.sh --lib $(LIBDIR)/libcma.so
 
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+MAJOR := $(firstword $(subst ., ,$(VERSION)))
+INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
+
 install: lib
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
-	install -m 755 $(LIBDIR)/libcma.so $(DESTDIR)$(PREFIX)/lib/libcma.so
-	install -m 644 $(LIBDIR)/libcma.a $(DESTDIR)$(PREFIX)/lib/libcma.a
+	install -d $(INSTALL_LIB)/pkgconfig $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(LIBDIR)/libcma.so $(INSTALL_LIB)/libcma.so.$(VERSION)
+	ln -sf libcma.so.$(VERSION) $(INSTALL_LIB)/libcma.so.$(MAJOR)
+	ln -sf libcma.so.$(MAJOR) $(INSTALL_LIB)/libcma.so
+	install -m 644 $(LIBDIR)/libcma.a $(INSTALL_LIB)/libcma.a
 	install -m 644 include/cma.h $(DESTDIR)$(PREFIX)/include/cma.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' cma.pc.in > $(INSTALL_LIB)/pkgconfig/cma.pc
 	install -m 755 scripts/cma-run $(DESTDIR)$(PREFIX)/bin/cma-run
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/lib/libcma.so $(DESTDIR)$(PREFIX)/lib/libcma.a \
-	      $(DESTDIR)$(PREFIX)/include/cma.h $(DESTDIR)$(PREFIX)/bin/cma-run
+	rm -f $(INSTALL_LIB)/libcma.so.$(VERSION) $(INSTALL_LIB)/libcma.so.$(MAJOR) \
+	      $(INSTALL_LIB)/libcma.so $(INSTALL_LIB)/libcma.a \
+	      $(INSTALL_LIB)/pkgconfig/cma.pc $(DESTDIR)$(PREFIX)/include/cma.h \
+	      $(DESTDIR)$(PREFIX)/bin/cma-run
+
+# Installs into a scratch prefix, builds a C program with pkg-config
+# against the installed files, runs it and cma-run, then uninstalls.
+test-install: lib
+	scripts/test-install.sh
 
 bench: lib
 	scripts/bench.sh

@@ -31,6 +31,11 @@ fn main() {
             .compile("cma_new_delete");
     }
 
+    // The shared library's soname carries the ABI version (make install
+    // installs libcma.so.0.1.0 with the libcma.so.0 and libcma.so links).
+    let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("version");
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libcma.so.{major}");
+
     generate_header(&crate_dir);
 }
 
