@@ -142,16 +142,18 @@ fn detail(core: &Core) -> Detail {
         d.rows[row].live = count.live as i64;
         d.rows[row].live_bytes = count.bytes as i64;
     }
-    for row in &d.rows {
-        d.allocs += row.requests;
-        d.live_blocks += row.live;
-        d.live_bytes += row.live_bytes;
-    }
+    // The heaps add the counts of pages they no longer hold to the rows:
+    // the totals are summed after them.
     d.heap(&SHARED_STATS);
     registry::for_each_heap(|heap| {
         // SAFETY: registered heaps are never unmapped.
         d.heap(unsafe { &(*heap).stats });
     });
+    for row in &d.rows {
+        d.allocs = d.allocs.wrapping_add(row.requests);
+        d.live_blocks += row.live;
+        d.live_bytes += row.live_bytes;
+    }
     d.mapped_bytes = d.segments * SEGMENT_SIZE as u64 + core.huge.bytes as u64;
     if secure::enabled() {
         // Small and large blocks carry a canary the caller cannot use.

@@ -80,4 +80,24 @@ fn counters_are_exact_at_quiescence() {
 
     handoff.0.store(2, Ordering::Release);
     freer.join().unwrap();
+
+    // Enough blocks of one class to fill more pages than the thread's span
+    // cache keeps: freeing them sends pages back to the core, and the
+    // counts those pages held must survive the trip.
+    const MANY: usize = 30_000;
+    let mut many: Vec<usize> = Vec::with_capacity(MANY);
+    let (a3, f3, c3, _) = stats();
+    for _ in 0..MANY {
+        many.push(unsafe { malloc(48) } as usize);
+    }
+    for &p in &many {
+        unsafe { free(p as *mut c_void) };
+    }
+    let (a4, f4, c4, _) = stats();
+    assert_eq!(
+        (a4 - a3, f4 - f3),
+        (MANY, MANY),
+        "pages returned to the core keep their counts"
+    );
+    assert_eq!(c4, c3, "current bytes back where they were");
 }
