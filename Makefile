@@ -24,6 +24,7 @@ all: lib
 lib:
 	$(CARGO) rustc --release --lib --no-default-features --features override \
 		--crate-type cdylib --crate-type staticlib
+	ln -sf libcma.so $(LIBDIR)/libcma.so.$(MAJOR)
 
 test: test-rust test-secure test-loom lint lib test-header test-c test-install test-smoke
 	@echo "make test: all tests passed"
