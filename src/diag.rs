@@ -20,6 +20,7 @@ pub enum HeapError {
     /// A sized free (free_sized, sized operator delete) named a size the
     /// block was not allocated with.
     SizeMismatch,
+    UseAfterFree,
 }
 
 impl HeapError {
@@ -30,6 +31,7 @@ impl HeapError {
             HeapError::Corrupted => "corrupted heap metadata",
             HeapError::Overflow => "buffer overflow past the end of the block",
             HeapError::SizeMismatch => "size does not match the block",
+            HeapError::UseAfterFree => "freed block written to (use after free)",
         }
     }
 }
@@ -43,6 +45,7 @@ pub enum Call {
     Realloc,
     UsableSize,
     CmaFree,
+    CmaCheckedFree,
     CmaRealloc,
     CmaBlockSize,
     OperatorDelete,
@@ -57,6 +60,7 @@ impl Call {
             Call::Realloc => "realloc",
             Call::UsableSize => "malloc_usable_size",
             Call::CmaFree => "cma_free",
+            Call::CmaCheckedFree => "cma_checked_free",
             Call::CmaRealloc => "cma_realloc",
             Call::CmaBlockSize => "cma_block_size",
             Call::OperatorDelete => "operator delete",

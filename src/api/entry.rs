@@ -22,7 +22,9 @@ fn code_of(error: HeapError) -> CmaError {
     match error {
         HeapError::InvalidPointer => CmaError::CmaErrorInvalidPointer,
         HeapError::DoubleFree => CmaError::CmaErrorDoubleFree,
-        HeapError::Corrupted | HeapError::Overflow => CmaError::CmaErrorCorrupted,
+        HeapError::Corrupted | HeapError::Overflow | HeapError::UseAfterFree => {
+            CmaError::CmaErrorCorrupted
+        }
         HeapError::SizeMismatch => CmaError::CmaErrorInvalidArgument,
     }
 }
@@ -84,7 +86,7 @@ pub fn realloc_or_die(
         unsafe { free::free(ptr.cast(), call) };
         return Ok(ptr::null_mut());
     }
-    match realloc::realloc(ptr.cast(), size) {
+    match realloc::realloc(ptr.cast(), size, call) {
         Ok(block) => Ok(block.cast()),
         Err(ReallocError::OutOfMemory) => Err(OutOfMemory),
         Err(ReallocError::Heap(error)) => diag::fatal(call, ptr as usize, error),
@@ -173,7 +175,7 @@ pub unsafe fn cma_free(ptr: *mut c_void) {
 /// # Safety
 /// Any pointer may be passed.
 pub unsafe fn cma_checked_free(ptr: *mut c_void) -> CmaError {
-    let result = match free::free_checked(ptr.cast()) {
+    let result = match free::free_checked(ptr.cast(), Call::CmaCheckedFree) {
         Ok(()) => CmaError::CmaOk,
         Err(error) => code_of(error),
     };

@@ -59,7 +59,7 @@ unsafe impl GlobalAlloc for Cma {
             }
             return new;
         }
-        match realloc::realloc(ptr, new_size.max(1)) {
+        match realloc::realloc(ptr, new_size.max(1), Call::Realloc) {
             Ok(block) => block,
             Err(realloc::ReallocError::OutOfMemory) => core::ptr::null_mut(),
             Err(realloc::ReallocError::Heap(error)) => {

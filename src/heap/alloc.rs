@@ -79,6 +79,9 @@ pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
     // SAFETY: `acquire` returns the calling thread's own heap.
     let heap = unsafe { &*heap };
+    if secure::enabled() {
+        secure::patrol(heap);
+    }
     let size = secure::padded(size);
     let block = match route(size, align) {
         Route::Class(class) => {

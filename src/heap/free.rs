@@ -66,7 +66,7 @@ pub unsafe fn free(ptr: *mut u8, call: Call) {
 /// page it does own).
 #[inline(never)]
 fn not_mine(page: &Page, addr: usize, heap: *mut Heap, call: Call) {
-    match remote::free_foreign(page, addr, heap) {
+    match remote::free_foreign(page, addr, heap, call) {
         Foreign::Sent => {}
         Foreign::DoubleFree => diag::fatal(call, addr, HeapError::DoubleFree),
         Foreign::Overflow => diag::fatal(call, addr, HeapError::Overflow),
@@ -76,24 +76,28 @@ fn not_mine(page: &Page, addr: usize, heap: *mut Heap, call: Call) {
 
 #[inline(never)]
 fn free_slow(ptr: *mut u8, call: Call) {
-    if let Err(error) = free_checked(ptr) {
+    if let Err(error) = free_checked(ptr, call) {
         diag::fatal(call, ptr as usize, error);
     }
 }
 
 /// Frees `ptr` (null is fine), or reports why it cannot be freed; on an
-/// error nothing changes and no lock is held.
-pub fn free_checked(ptr: *mut u8) -> Result<(), HeapError> {
+/// error nothing changes and no lock is held. `call` is named if the free
+/// finds damage elsewhere (secure mode checks the block leaving the
+/// quarantine), which ends the process.
+pub fn free_checked(ptr: *mut u8, call: Call) -> Result<(), HeapError> {
     let addr = ptr as usize;
     if addr == 0 {
         return Ok(());
     }
     let _errno = crate::os::errno::ErrnoGuard::save();
     match locate(addr)? {
-        Location::Small(page) => free_small(page, addr),
+        Location::Small(page) => free_small(page, addr, call),
         Location::Large(page) => {
             let mut core = backend::lock();
-            secure::check(addr, backend::validate_large(page, addr)?)?;
+            let size = backend::validate_large(page, addr)?;
+            secure::check(addr, size)?;
+            secure::scrub_large(addr, size);
             core.free_large(page, addr)?;
             purge::after_release(&mut core);
             drop(core);
@@ -148,8 +152,8 @@ pub fn locate(addr: usize) -> Result<Location, HeapError> {
 
 /// Frees a carved block of a small page: locally if the calling thread
 /// owns the page, else towards its owner.
-fn free_small(page: &Page, addr: usize) -> Result<(), HeapError> {
-    match remote::free_foreign(page, addr, tls::heap()) {
+fn free_small(page: &Page, addr: usize, call: Call) -> Result<(), HeapError> {
+    match remote::free_foreign(page, addr, tls::heap(), call) {
         Foreign::Sent => Ok(()),
         Foreign::DoubleFree => Err(HeapError::DoubleFree),
         Foreign::Other => Err(HeapError::InvalidPointer),
@@ -165,7 +169,7 @@ fn free_small(page: &Page, addr: usize) -> Result<(), HeapError> {
                 if !remote::claim(block) {
                     return Err(HeapError::DoubleFree);
                 }
-                remote::quarantine_or_deliver(tls::heap(), addr, page.block_size());
+                remote::quarantine_or_deliver(tls::heap(), addr, page.block_size(), call);
                 return Ok(());
             }
             // SAFETY: the calling thread's heap owns the page.

@@ -297,6 +297,8 @@ pub struct Heap {
     /// `secure::quarantine`); slots are atomic so the statistics can read.
     pub quarantine: [AtomicUsize; QUARANTINE_SLOTS],
     pub quarantine_next: Owned<usize>,
+    /// The slot `secure::patrol` checks next.
+    pub patrol_next: Owned<usize>,
     /// Pseudo-random state for secure mode's shuffled free lists.
     pub rng: Owned<u64>,
     /// The owning thread's `fast_bound` (in its TLS), so a new allocation
@@ -328,6 +330,7 @@ impl Heap {
             foreign_count: [const { Owned::new(0) }; FOREIGN_CLASSES],
             quarantine: [const { AtomicUsize::new(0) }; QUARANTINE_SLOTS],
             quarantine_next: Owned::new(0),
+            patrol_next: Owned::new(0),
             rng: Owned::new(0),
             bound_slot: AtomicPtr::new(ptr::null_mut()),
             _pad: [0; 64],

@@ -7,7 +7,7 @@ use crate::backend::page::{Page, PageKind};
 use crate::backend::segment::Segment;
 use crate::config::{CHECKS, SEGMENT_SHIFT, SLICE_SIZE};
 use crate::diag::{self, Call, HeapError};
-use crate::heap::block::Block;
+use crate::heap::block::{Block, decode};
 use crate::heap::heap::{Heap, HeapStats};
 use crate::heap::size_class::block_size_of;
 use crate::os::random::Rng;
@@ -22,7 +22,8 @@ const MIN_EXTEND_BLOCKS: usize = 4;
 /// empty. The block must lie in the page's segment before it is touched: a
 /// link smashed by a use-after-free write or an overflow (even a partial
 /// one: the rotation in `encode` spreads low-order damage into the high
-/// bits) decodes to an address elsewhere, and is caught when it comes up.
+/// bits) decodes to an address elsewhere, and is caught when it comes up
+/// (`corrupted_link` then finds the block whose link was damaged).
 ///
 /// # Safety
 /// `page` is a small page owned by the calling thread's heap (or the empty
@@ -36,7 +37,7 @@ pub unsafe fn pop(page: *mut Page) -> *mut u8 {
         return block.cast();
     }
     if CHECKS && (block as usize ^ page as usize) >> SEGMENT_SHIFT != 0 {
-        corrupted_link(block as usize);
+        corrupted_link(page_ref, block as usize);
     }
     // SAFETY: the block lies in the page's segment (a carved block unless
     // the list was forged, which needs the secret key).
@@ -50,10 +51,23 @@ pub unsafe fn pop(page: *mut Page) -> *mut u8 {
     block.cast()
 }
 
+/// A link of the page's free list led out of its segment: names the block
+/// that holds the damaged link (already handed out by the pop before, so
+/// found by looking for it among the page's blocks), else the bad link.
 #[cold]
 #[inline(never)]
-fn corrupted_link(block: usize) -> ! {
-    diag::fatal(Call::Malloc, block, HeapError::Corrupted)
+fn corrupted_link(page: &Page, bad_link: usize) -> ! {
+    let start = page.start();
+    let size = page.block_size();
+    let damaged = (0..page.capacity.load(Ordering::Relaxed) as usize)
+        .map(|i| start + i * size)
+        // SAFETY: carved blocks of the page: mapped and committed.
+        .find(|&block| decode(unsafe { (block as *const usize).read_volatile() }) == bad_link);
+    diag::fatal(
+        Call::Malloc,
+        damaged.unwrap_or(bad_link),
+        HeapError::Corrupted,
+    )
 }
 
 /// Sets up a span fresh from the core as a page of `class` owned by `heap`.

@@ -6,7 +6,7 @@ use core::ptr;
 
 use crate::backend::{self, huge};
 use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN};
-use crate::diag::HeapError;
+use crate::diag::{Call, HeapError};
 use crate::heap::alloc;
 use crate::heap::block::Block;
 use crate::heap::free::{self, Location, locate};
@@ -26,11 +26,12 @@ impl From<HeapError> for ReallocError {
     }
 }
 
-/// Resizes the live block `ptr` (not null) to `size` bytes (not 0).
+/// Resizes the live block `ptr` (not null) to `size` bytes (not 0); `call`
+/// is named if damage elsewhere is found on the way (see `free_checked`).
 // Any pointer value may be passed: it is validated against CMA's metadata
 // (`locate`) before its memory is read.
 #[allow(clippy::not_unsafe_ptr_arg_deref)]
-pub fn realloc(ptr: *mut u8, size: usize) -> Result<*mut u8, ReallocError> {
+pub fn realloc(ptr: *mut u8, size: usize, call: Call) -> Result<*mut u8, ReallocError> {
     let addr = ptr as usize;
     let location = locate(addr)?;
     let usable = match location {
@@ -77,7 +78,7 @@ pub fn realloc(ptr: *mut u8, size: usize) -> Result<*mut u8, ReallocError> {
     }
     // SAFETY: both blocks are live and at least `min(usable, size)` long.
     unsafe { ptr::copy_nonoverlapping(ptr, new, usable.min(size)) };
-    free::free_checked(ptr)?;
+    free::free_checked(ptr, call)?;
     Ok(new)
 }
 

@@ -57,7 +57,7 @@ pub enum Foreign {
 /// Frees block `addr` of `page`, a page the calling thread (whose heap is
 /// `me`, possibly null or the dead heap) does not own.
 #[inline(never)]
-pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap) -> Foreign {
+pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Foreign {
     // Only pages of small blocks have an owning heap (every other span has
     // `NO_OWNER`, which masks to 0): checked on the descriptor's first
     // cache line, like everything else here.
@@ -81,7 +81,7 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap) -> Foreign {
         return Foreign::DoubleFree;
     }
     if secure::enabled() {
-        return quarantine_or_deliver(me, addr, size);
+        return quarantine_or_deliver(me, addr, size, call);
     }
     // SAFETY: heaps are never unmapped: the owner pointer stays valid even if
     // its thread has exited.
@@ -103,10 +103,10 @@ fn deliver(me: *mut Heap, owner: &Heap, block: *mut Block, size: usize) {
 }
 
 /// Secure mode: a claimed block (of any heap) is zeroed and waits in the
-/// calling thread's quarantine; the block it pushes out is freed for real.
-pub fn quarantine_or_deliver(me: *mut Heap, addr: usize, size: usize) -> Foreign {
-    // Keep the link and tag words: the block stays tagged as free.
-    secure::scrub(addr + 16, size - 16);
+/// calling thread's quarantine; the block it pushes out must be as it was
+/// left (else the process ends, naming `call`), and is freed for real.
+pub fn quarantine_or_deliver(me: *mut Heap, addr: usize, size: usize, call: Call) -> Foreign {
+    secure::scrub_for_quarantine(addr, size);
     if me.is_null() || me == thread::dead_heap() {
         release_claimed(me, addr);
         return Foreign::Sent;
@@ -117,6 +117,11 @@ pub fn quarantine_or_deliver(me: *mut Heap, addr: usize, size: usize) -> Foreign
     HeapStats::bump(&heap.stats.quarantined_bytes, size as u64);
     let evicted = secure::quarantine(heap, addr);
     if evicted != 0 {
+        // SAFETY: a claimed block: its page is a live small page.
+        let evicted_size = unsafe { (*Segment::page_of(evicted)).block_size() };
+        if let Err(error) = secure::check_quarantined(evicted, evicted_size, evicted_size) {
+            diag::fatal(call, evicted, error);
+        }
         release_claimed(me, evicted);
     }
     Foreign::Sent

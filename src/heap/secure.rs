@@ -7,14 +7,19 @@
 //!   when the block is freed, resized or its size is asked.
 //! - Freed blocks are zeroed, and wait in a per-thread quarantine of
 //!   `QUARANTINE_SLOTS` blocks before they can be handed out again (they
-//!   keep their free tag meanwhile, so a double free is still caught).
+//!   keep their free tag meanwhile, so a double free is still caught). A
+//!   block leaving the quarantine must still be all zero but its tag, and
+//!   every allocation checks the start of one quarantined block: a write
+//!   through a stale pointer is reported, naming the freed block.
 //! - Slots of fresh pages are handed out in random order (`page_ops::extend`).
+//! - Freed large blocks are zeroed (their pages go back to the OS).
 //! - Guard pages: huge blocks end in an inaccessible page.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
 
-use crate::diag::HeapError;
+use crate::backend::segment::Segment;
+use crate::diag::{self, Call, HeapError};
 use crate::heap::block::tag_of;
 use crate::heap::heap::Heap;
 use crate::settings;
@@ -83,12 +88,64 @@ pub fn check(block: usize, block_size: usize) -> Result<(), HeapError> {
     }
 }
 
-/// Zeroes a block being freed (its first two words are rewritten as a free
-/// block's right after).
-pub fn scrub(block: usize, block_size: usize) {
+/// Zeroes a large block being freed, by giving its pages back to the OS
+/// (they read as zero when next touched): cheaper than writing them, and
+/// the memory leaves the process at once. Large blocks are whole slices.
+pub fn scrub_large(block: usize, block_size: usize) {
     if enabled() {
-        // SAFETY: a live block of `block_size` bytes the caller is freeing.
-        unsafe { ptr::write_bytes(block as *mut u8, 0, block_size) };
+        crate::os::mmap::decommit(block as *mut u8, block_size);
+    }
+}
+
+/// Zeroes a claimed block entering the quarantine: everything but its tag
+/// word (word 1), so the block stays tagged as free.
+pub fn scrub_for_quarantine(block: usize, block_size: usize) {
+    let words = block as *mut usize;
+    // SAFETY: a claimed block of `block_size` (at least 16) bytes.
+    unsafe {
+        words.write(0);
+        ptr::write_bytes((block + 16) as *mut u8, 0, block_size - 16);
+    }
+}
+
+/// Checks that a quarantined block is as `scrub_for_quarantine` left it, in
+/// its first `limit` bytes: a damaged link or tag word is corrupted
+/// metadata, any other byte written is a use after free.
+pub fn check_quarantined(block: usize, block_size: usize, limit: usize) -> Result<(), HeapError> {
+    let words = block as *const usize;
+    // SAFETY: a quarantined block of `block_size` (at least 16) bytes,
+    // claimed by this thread: nobody else writes it, but a stale pointer.
+    let (link, tag) = unsafe { (words.read_volatile(), words.add(1).read_volatile()) };
+    if link != 0 || tag != tag_of(block) {
+        return Err(HeapError::Corrupted);
+    }
+    let end = limit.min(block_size) / size_of::<usize>();
+    // SAFETY: as above; `end` words lie inside the block.
+    let dirty = (2..end).any(|i| unsafe { words.add(i).read_volatile() } != 0);
+    if dirty {
+        Err(HeapError::UseAfterFree)
+    } else {
+        Ok(())
+    }
+}
+
+/// Bytes of a quarantined block each allocation checks.
+const PATROL_BYTES: usize = 256;
+
+/// Checks the start of the next quarantined block of the calling thread's
+/// heap (one per allocation, round robin); ends the process if it was
+/// written to since it was freed.
+pub fn patrol(heap: &Heap) {
+    let index = heap.patrol_next.get();
+    heap.patrol_next.set(index.wrapping_add(1));
+    let block = heap.quarantine[index % QUARANTINE_SLOTS].load(Ordering::Relaxed);
+    if block == 0 {
+        return;
+    }
+    // SAFETY: a quarantined block is claimed: its page is a live small page.
+    let block_size = unsafe { (*Segment::page_of(block)).block_size() };
+    if let Err(error) = check_quarantined(block, block_size, PATROL_BYTES) {
+        diag::fatal(Call::Malloc, block, error);
     }
 }
 
