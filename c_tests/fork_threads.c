@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "cma_dl.h"
+#include "child.h"
 #include "common.h"
 
 static struct counters counters_now(void)
@@ -190,40 +191,6 @@ static void child_main(int n, struct block gift)
     _exit(CHILD_OK);
 }
 
-/* Waits up to 10 s for the child; a child still running then is hung (a
- * deadlock after fork): it is killed. Returns its wait status, -1 for a hung
- * child, -2 if waitpid failed. */
-static int wait_child(pid_t pid)
-{
-    const struct timespec tick = {0, 1000000};
-    for (int ms = 0; ms < 10000; ms++) {
-        int status;
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            return status;
-        if (r < 0)
-            return -2;
-        nanosleep(&tick, NULL);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    return -1;
-}
-
-static void describe_status(char *out, size_t size, int status)
-{
-    if (status == -1)
-        snprintf(out, size, "hung for 10 s (killed)");
-    else if (status == -2)
-        snprintf(out, size, "waitpid failed");
-    else if (WIFSIGNALED(status))
-        snprintf(out, size, "killed by signal %d", WTERMSIG(status));
-    else
-        snprintf(out, size, "exit status %d (10: inherited block corrupt, 11: block "
-                 "corrupt or malloc failed, 12: thread in the child failed)",
-                 WEXITSTATUS(status));
-}
-
 static void test_fork_while_allocating(void)
 {
     pthread_t threads[CHURN_THREADS];
@@ -250,7 +217,9 @@ static void test_fork_while_allocating(void)
         if (status < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
             if (bad++ == 0) {
                 first_bad = n;
-                describe_status(why, sizeof why, status);
+                describe_status(why, sizeof why, status,
+                                "10: inherited block corrupt, 11: block corrupt or "
+                                "malloc failed, 12: thread in the child failed");
             }
         }
     }

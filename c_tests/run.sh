@@ -9,7 +9,8 @@
 #   preload  a plain-malloc build (no -lcma; the cma_* programs compiled with
 #            -DCMA_PLAIN, see cma_plain.h) run with LD_PRELOAD=DIR/libcma.so
 # each under `timeout`, so that a hang fails. Logs: c_tests/build/logs/.
-# Prints one line per program and mode, then a summary; exits non-zero if
+# Prints one line per program and mode, then a summary; then runs the
+# fault-injection tests (c_tests/faults/run.sh, same DIR). Exits non-zero if
 # anything failed.
 set -u
 
@@ -56,6 +57,7 @@ programs=(
     "rule_zero_checked  rule_zero_checked.c api    60   linked static preload"
     "malloc_family      malloc_family.c     plain  60   linked static preload"
     "fork_threads       fork_threads.c      plain  120  linked preload"
+    "fork_stress        fork_stress.c       plain  60   linked preload"
     "rule_zero_abort    rule_zero_abort.c   plain  30   linked static preload"
 )
 
@@ -136,4 +138,11 @@ echo "== $passed passed, $failed failed (logs in $logs)"
 for f in "${failures[@]}"; do
     echo "   $f"
 done
-[ "$failed" -eq 0 ]
+
+# The fault-injection tests (misuses that must end the process with a
+# diagnostic, and the checked API's error codes): their own runner.
+"$here/faults/run.sh" --lib-dir "$lib_dir"
+faults_status=$?
+[ "$faults_status" -eq 0 ] || echo "== c_tests/faults/run.sh failed (status $faults_status)"
+
+[ "$failed" -eq 0 ] && [ "$faults_status" -eq 0 ]
