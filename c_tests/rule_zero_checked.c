@@ -110,6 +110,13 @@ int main(int argc, char **argv)
         long probes_at_start = atomic_load(&pr.probes);
 #endif
         stress_start(workers);
+#ifndef CMA_PLAIN
+        /* On a loaded machine the workers may finish within one time slice
+         * of the prober: wait (at most a second) until it has probed since
+         * they started, so every round overlaps them. */
+        for (int i = 0; i < 1000 && atomic_load(&pr.probes) == probes_at_start; i++)
+            usleep(1000);
+#endif
         int failed = stress_join(workers);
 #ifndef CMA_PLAIN
         probes_during_work += atomic_load(&pr.probes) - probes_at_start;
