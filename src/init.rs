@@ -72,6 +72,7 @@ fn stage_two() {
     }
     settings::report_if_verbose();
     if settings::stats_at_exit() {
+        crate::report::keep_stderr_for_report();
         // SAFETY: registering a C-ABI function that stays valid forever.
         if unsafe { libc::atexit(report_at_exit) } != 0 {
             diag::warn(&[b"cannot register the CMA_STATS report"]);

@@ -19,17 +19,34 @@
 //! allocated on CMA's behalf (`internal_blocks`), which the totals leave
 //! out.
 
+use core::sync::atomic::{AtomicI32, Ordering};
+
 use crate::backend;
 use crate::heap::size_class::CLASS_COUNT;
 use crate::os::stderr::Line;
 use crate::stats::{self, HUGE_ROW, LARGE_ROW};
+
+/// Where the `CMA_STATS` report goes: stderr, or a duplicate of it made at
+/// start (`keep_stderr_for_report`).
+static REPORT_FD: AtomicI32 = AtomicI32::new(2);
+
+/// Keeps a duplicate of stderr for the report at exit: programs may close
+/// fd 2 in their own exit handlers (GNU coreutils' `close_stdout` does),
+/// which run before CMA's. Close-on-exec; only with `CMA_STATS=1`.
+pub fn keep_stderr_for_report() {
+    // SAFETY: fcntl on a descriptor number; failure leaves fd 2 in use.
+    let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd >= 0 {
+        REPORT_FD.store(fd, Ordering::Relaxed);
+    }
+}
 
 /// Writes the `CMA_STATS` report to stderr.
 pub fn write_stats_report() {
     let d = stats::read_detail();
     let snapshot = stats::read();
     let lock = backend::CORE.stats();
-    emit(|line| {
+    emit_report(|line| {
         line.str("cma-stats: allocations")
             .num(snapshot.allocs)
             .str(" frees")
@@ -43,7 +60,7 @@ pub fn write_stats_report() {
             .str(" internal_blocks")
             .num(d.internal_blocks);
     });
-    emit(|line| {
+    emit_report(|line| {
         line.str("cma-stats: mapped_bytes")
             .num(d.mapped_bytes)
             .str(" peak_mapped_bytes")
@@ -55,7 +72,7 @@ pub fn write_stats_report() {
             .str(" rss_bytes")
             .num(rss_bytes());
     });
-    emit(|line| {
+    emit_report(|line| {
         line.str("cma-stats: lock_acquisitions")
             .num(lock.acquisitions)
             .str(" lock_contended")
@@ -69,7 +86,7 @@ pub fn write_stats_report() {
         if row.requests == 0 && row.live == 0 {
             continue;
         }
-        emit(|line| {
+        emit_report(|line| {
             line.str("cma-stats: ");
             match index {
                 LARGE_ROW => line.str("large"),
@@ -234,6 +251,14 @@ fn rss_bytes() -> u64 {
         .and_then(crate::os::env::parse_size)
         .unwrap_or(0);
     (resident * crate::config::OS_PAGE_SIZE) as u64
+}
+
+/// Builds one line of the `CMA_STATS` report with `fill` and writes it.
+fn emit_report(fill: impl FnOnce(&mut Line)) {
+    let mut line = Line::new();
+    fill(&mut line);
+    line.str("\n");
+    crate::os::stderr::write_all(REPORT_FD.load(Ordering::Relaxed), line.as_bytes());
 }
 
 /// Builds one line with `fill` and writes it to stderr with a newline.
