@@ -12,7 +12,7 @@ DESTDIR ?=
 CARGO ?= cargo
 LIBDIR := target/release
 
-.PHONY: all lib test test-rust test-secure test-loom test-header test-c test-install test-smoke \
+.PHONY: all lib deps test test-rust test-secure test-loom test-header test-c test-install test-smoke \
         lint install uninstall bench clean
 
 all: lib
@@ -26,8 +26,13 @@ lib:
 		--crate-type cdylib --crate-type staticlib
 	ln -sf libcma.so $(LIBDIR)/libcma.so.$(MAJOR)
 
-test: test-rust test-secure test-loom lint lib test-header test-c test-install test-smoke
+test: deps test-rust test-secure test-loom lint lib test-header test-c test-install test-smoke
 	@echo "make test: all tests passed"
+
+# What a fresh Debian machine lacks (compilers, pkg-config, the programs of
+# the smoke test, the peer allocators): installed once, quick when present.
+deps:
+	scripts/install-deps.sh
 
 test-rust:
 	$(CARGO) test --release
