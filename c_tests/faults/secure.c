@@ -1,6 +1,6 @@
 /* secure.c: the properties of secure mode (CMA_SECURE=1) that are not
- * misuse detections: the order of the blocks of a fresh page is random, and
- * freed memory is zeroed.
+ * misuse detections: the order of the blocks of a fresh page is random,
+ * freed memory is zeroed, and spans end in guard pages.
  *
  * Usage: secure --list              the cases: name|ok|secure|-|-
  *        secure CASE [--threads]
@@ -9,6 +9,10 @@
  * Exits 0 when every check passed. With --threads, the six hammer threads
  * of faults.h run throughout (they never use the sizes tested here).
  */
+#include <malloc.h>
+#include <signal.h>
+#include <sys/wait.h>
+
 #include "faults.h"
 
 static void *(*volatile malloc_fn)(size_t) = malloc;
@@ -110,17 +114,65 @@ static void check_zeroed(const char *name, size_t size, int n, bool threads)
               name, dirty, reused, first_dirty);
 }
 
+/* Writes one byte at `p` in a child process, which must die of SIGSEGV. */
+static bool write_faults(volatile unsigned char *p)
+{
+    fflush(stdout);
+    pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        *p = 1;
+        _exit(0);
+    }
+    int status;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
+}
+
+/* Guard pages: a write just past the end of a span's last block faults.
+ * A large block's span ends in its guard page, right after the canary. In a
+ * page of 2048-byte blocks (requests of 2032 bytes plus the canary) the
+ * blocks fill the 64 KiB slice up to its last 4 KiB, the guard: the block
+ * at offset 29 * 2048 in the slice is the last, and the byte after it is
+ * the guard's first. */
+static void check_guarded(const char *name, size_t size, int n)
+{
+    unsigned char *blocks[64];
+    REQUIRE(n <= 64);
+    unsigned char *last = NULL;
+    for (int i = 0; i < n; i++) {
+        REQUIRE((blocks[i] = (unsigned char *)malloc_fn(size)) != NULL);
+        size_t block_size = malloc_usable_size(blocks[i]) + 16;
+        uintptr_t end = (uintptr_t)blocks[i] + block_size;
+        if (size > 128 * KiB || (end & 0xffff) == 61440)
+            last = blocks[i];
+    }
+    CHECK_MSG(last != NULL, "%s: found the last block of a span", name);
+    unsigned char *past = last + malloc_usable_size(last) + 16;
+    CHECK_MSG((uintptr_t)past % 4096 == 0, "%s: the block ends at a page boundary (%p)", name,
+              (void *)past);
+    CHECK_MSG(!write_faults(past - 1), "%s: the block's last byte (its canary's) can be written",
+              name);
+    CHECK_MSG(write_faults(past), "%s: the byte after the block is a guard page (SIGSEGV)", name);
+    for (int i = 0; i < n; i++)
+        free_fn(blocks[i]);
+}
+
+enum property { SHUFFLED, ZEROED, GUARDED };
+
 static const struct {
     const char *name;
-    bool zeroed; /* else shuffled */
+    enum property property;
     size_t size;
     int n;
 } cases[] = {
-    {"secure.shuffled.small", false, 112, 64},
-    {"secure.shuffled.medium", false, 40000, 24},
-    {"secure.zeroed.small", true, 720, 16},
-    {"secure.zeroed.medium", true, 40000, 8},
-    {"secure.zeroed.large", true, MiB + 12345, 4},
+    {"secure.shuffled.small", SHUFFLED, 112, 64},
+    {"secure.shuffled.medium", SHUFFLED, 40000, 24},
+    {"secure.zeroed.small", ZEROED, 720, 16},
+    {"secure.zeroed.medium", ZEROED, 40000, 8},
+    {"secure.zeroed.large", ZEROED, MiB + 12345, 4},
+    {"secure.guarded.small", GUARDED, 2032, 64},
+    {"secure.guarded.large", GUARDED, MiB + 12345, 1},
 };
 
 int main(int argc, char **argv)
@@ -148,10 +200,17 @@ int main(int argc, char **argv)
     CHECK_MSG(secure != NULL && strcmp(secure, "1") == 0, "runs with CMA_SECURE=1");
     if (threads)
         hammer_start(false);
-    if (cases[c].zeroed)
-        check_zeroed(cases[c].name, cases[c].size, cases[c].n, threads);
-    else
+    switch (cases[c].property) {
+    case SHUFFLED:
         check_shuffled(cases[c].name, cases[c].size, cases[c].n);
+        break;
+    case ZEROED:
+        check_zeroed(cases[c].name, cases[c].size, cases[c].n, threads);
+        break;
+    case GUARDED:
+        check_guarded(cases[c].name, cases[c].size, cases[c].n);
+        break;
+    }
     if (threads) {
         int failures = hammer_stop();
         CHECK_MSG(failures == 0, "the six hammer threads stopped and joined, %d failures%s%s",

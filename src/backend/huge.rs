@@ -7,6 +7,7 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::backend::Core;
+use crate::backend::freed::FreedBlocks;
 use crate::backend::region_map::{self, Region};
 use crate::config::{OS_PAGE_SIZE, SEGMENT_SIZE};
 use crate::diag::HeapError;
@@ -136,63 +137,15 @@ fn header_of(ptr: usize) -> Result<&'static Header, HeapError> {
     Ok(header)
 }
 
-/// Recently freed huge pointers, so a second free is reported as a double
-/// free rather than an invalid pointer.
-pub struct FreedHuge {
-    slots: [usize; 64],
-    next: usize,
-}
-
-impl FreedHuge {
-    pub const fn new() -> FreedHuge {
-        FreedHuge {
-            slots: [0; 64],
-            next: 0,
-        }
-    }
-
-    fn record(&mut self, ptr: usize) {
-        self.slots[self.next % self.slots.len()] = ptr;
-        self.next = self.next.wrapping_add(1);
-    }
-
-    fn forget(&mut self, ptr: usize) {
-        for slot in self.slots.iter_mut() {
-            if *slot == ptr {
-                *slot = 0;
-            }
-        }
-    }
-
-    pub fn contains(&self, ptr: usize) -> bool {
-        ptr != 0 && self.slots.contains(&ptr)
-    }
-
-    /// Classifies a pointer that failed validation.
-    fn error_for(&self, ptr: usize, error: HeapError) -> HeapError {
-        if error == HeapError::InvalidPointer && self.contains(ptr) {
-            HeapError::DoubleFree
-        } else {
-            error
-        }
-    }
-}
-
-impl Default for FreedHuge {
-    fn default() -> FreedHuge {
-        FreedHuge::new()
-    }
-}
-
 /// Records, under the core lock, a huge block just mapped at `ptr`.
 pub fn note_allocated(core: &mut Core, ptr: *mut u8, usable: usize) {
-    core.freed_huge.forget(ptr as usize);
+    core.freed.forget(ptr as usize);
     core.huge.allocated(usable);
     core.held_bytes += usable;
 }
 
 /// Usable size of huge block `ptr`, under the core lock.
-pub fn usable_size(freed: &FreedHuge, ptr: usize) -> Result<usize, HeapError> {
+pub fn usable_size(freed: &FreedBlocks, ptr: usize) -> Result<usize, HeapError> {
     header_of(ptr)
         .map(usable_of)
         .map_err(|e| freed.error_for(ptr, e))
@@ -201,11 +154,11 @@ pub fn usable_size(freed: &FreedHuge, ptr: usize) -> Result<usize, HeapError> {
 /// Unlinks huge block `ptr` under the core lock and returns the mapping to
 /// unmap (after the lock is released) and the usable size.
 pub fn detach(core: &mut Core, ptr: usize) -> Result<(usize, usize, usize), HeapError> {
-    let header = header_of(ptr).map_err(|e| core.freed_huge.error_for(ptr, e))?;
+    let header = header_of(ptr).map_err(|e| core.freed.error_for(ptr, e))?;
     let base = header as *const Header as usize;
     let (map_len, usable) = (header.map_len, usable_of(header));
     region_map::clear(base, map_len);
-    core.freed_huge.record(ptr);
+    core.freed.record(ptr);
     core.huge.freed(usable);
     core.held_bytes -= usable;
     Ok((base, map_len, usable))
@@ -281,7 +234,7 @@ pub fn reattach(core: &mut Core, base: usize, map_len: usize, user: usize) {
             map_len,
         })
     };
-    core.freed_huge.forget(user);
+    core.freed.forget(user);
     let usable = usable_in(map_len, user - base);
     core.huge.live += 1;
     core.huge.bytes += usable;

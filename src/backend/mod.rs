@@ -4,6 +4,8 @@
 //! slow paths: for a fresh page, to give an empty page back, for large and
 //! huge blocks, and at thread start and exit.
 
+pub mod freed;
+pub mod guard;
 pub mod huge;
 pub mod page;
 pub mod region_map;
@@ -13,7 +15,7 @@ pub mod spans;
 
 use core::sync::atomic::Ordering;
 
-use crate::backend::huge::FreedHuge;
+use crate::backend::freed::FreedBlocks;
 use crate::backend::page::{NO_OWNER, Page, PageKind};
 use crate::backend::registry::Registry;
 use crate::backend::segment::Segment;
@@ -26,7 +28,8 @@ use crate::sync::{TicketGuard, TicketLock};
 pub struct Core {
     pub spans: Spans,
     pub registry: Registry,
-    pub freed_huge: FreedHuge,
+    /// The last large and huge blocks freed (double-free reports).
+    pub freed: FreedBlocks,
     /// Large and huge blocks (the small ones are counted by their pages).
     pub large: BlockCount,
     pub huge: BlockCount,
@@ -77,7 +80,7 @@ impl Core {
         Core {
             spans: Spans::new(),
             registry: Registry::new(),
-            freed_huge: FreedHuge::new(),
+            freed: FreedBlocks::new(),
             large: BlockCount::new(),
             huge: BlockCount::new(),
             held_bytes: 0,
@@ -87,16 +90,23 @@ impl Core {
     }
 
     /// A span of `slices` slices for a page of blocks (set up by the caller).
+    /// In secure mode its last OS page is a guard (`guard::bytes`).
     pub fn alloc_page_span(&mut self, slices: usize) -> *mut Page {
         let span = self.spans.alloc(slices, 1);
         if !span.is_null() {
             self.held_bytes += slices * SLICE_SIZE;
+            // SAFETY: a span head fresh from the span allocator.
+            guard::arm(unsafe { &*span });
         }
         span
     }
 
-    /// Gives a page's span back.
+    /// Gives a page's span back. In secure mode its memory goes back to the
+    /// OS at once, so whatever is carved from it next reads as zero (the
+    /// page's free blocks still hold their links and tags).
     pub fn free_page_span(&mut self, page: &Page) {
+        guard::disarm(page);
+        guard::scrub(page);
         self.held_bytes -= page.slice_count() * SLICE_SIZE;
         self.spans.free(page, now_ms());
     }
@@ -105,7 +115,7 @@ impl Core {
     /// alignment up to `SLICE_SIZE` is honoured; more with `align`).
     /// Returns the block's span head, or null when out of memory.
     pub fn alloc_large(&mut self, size: usize, align: usize) -> *mut Page {
-        let slices = size.max(1).div_ceil(SLICE_SIZE);
+        let slices = large_slices(size);
         let align_slices = (align / SLICE_SIZE).max(1);
         let span = self.spans.alloc(slices, align_slices);
         if span.is_null() {
@@ -114,6 +124,8 @@ impl Core {
         // SAFETY: a span head fresh from the span allocator, ours under the lock.
         let page = unsafe { &*span };
         set_up_large(page, slices);
+        self.freed.forget(page.start());
+        guard::arm(page);
         self.large.allocated(page.block_size());
         self.held_bytes += page.block_size();
         span
@@ -121,7 +133,9 @@ impl Core {
 
     /// Frees the large block at `addr` whose span head is `page`.
     pub fn free_large(&mut self, page: &Page, addr: usize) -> Result<usize, HeapError> {
-        let size = validate_large(page, addr)?;
+        let size = self.validate_large(page, addr)?;
+        self.freed.record(addr);
+        guard::disarm(page);
         self.large.freed(size);
         self.held_bytes -= size;
         self.spans.free(page, now_ms());
@@ -130,9 +144,13 @@ impl Core {
 
     /// Resizes a large block in place to hold `new_size` bytes, by freeing
     /// its tail or taking the free slices after it. Returns success.
+    /// Not in secure mode, where the guard page would have to move.
     pub fn resize_large(&mut self, head: &Page, new_size: usize) -> bool {
+        if guard::bytes() != 0 {
+            return false;
+        }
         let old_slices = head.slice_count();
-        let new_slices = new_size.max(1).div_ceil(SLICE_SIZE);
+        let new_slices = large_slices(new_size);
         if new_slices == old_slices {
             return true;
         }
@@ -155,8 +173,18 @@ impl Default for Core {
     }
 }
 
+/// Slices of a large block of `size` bytes (and its guard page, if any).
+pub fn large_slices(size: usize) -> usize {
+    (size.max(1) + guard::bytes()).div_ceil(SLICE_SIZE)
+}
+
+/// The block size of a large block of `slices` slices.
+pub fn large_block_size(slices: usize) -> usize {
+    slices * SLICE_SIZE - guard::bytes()
+}
+
 fn set_up_large(page: &Page, slices: usize) {
-    let bytes = slices * SLICE_SIZE;
+    let bytes = large_block_size(slices);
     let segment = Segment::of(page as *const Page as usize);
     let start = segment as usize + page.slice_index as usize * SLICE_SIZE;
     page.slice_count.store(slices as u32, Ordering::Relaxed);
@@ -171,14 +199,16 @@ fn set_up_large(page: &Page, slices: usize) {
     page.set_kind(PageKind::Large);
 }
 
-/// Checks that `addr` is the live large block of span `page`; returns its
-/// usable size. Call with the core lock held.
-pub fn validate_large(head: &Page, addr: usize) -> Result<usize, HeapError> {
-    match head.kind() {
-        PageKind::Large if head.start() == addr => Ok(head.block_size()),
-        PageKind::Large | PageKind::None => Err(HeapError::InvalidPointer),
-        PageKind::Free => Err(HeapError::DoubleFree),
-        PageKind::Small => Err(HeapError::InvalidPointer),
+impl Core {
+    /// Checks that `addr` is the live large block of span `head`; returns
+    /// its block size.
+    pub fn validate_large(&self, head: &Page, addr: usize) -> Result<usize, HeapError> {
+        let error = match head.kind() {
+            PageKind::Large if head.start() == addr => return Ok(head.block_size()),
+            PageKind::Free => HeapError::DoubleFree,
+            PageKind::Large | PageKind::None | PageKind::Small => HeapError::InvalidPointer,
+        };
+        Err(self.freed.error_for(addr, error))
     }
 }
 

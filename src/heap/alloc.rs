@@ -136,7 +136,7 @@ pub fn usable_size_for(size: usize, align: usize) -> usize {
     let padded = secure::padded(size);
     match route(padded, align.max(MIN_ALIGN)) {
         Route::Class(class) => secure::usable(block_size_of(class)),
-        Route::Large => secure::usable(padded.max(1).next_multiple_of(SLICE_SIZE)),
+        Route::Large => secure::usable(backend::large_block_size(backend::large_slices(padded))),
         Route::Huge => {
             let offset = align.max(crate::config::OS_PAGE_SIZE);
             (offset + size.max(1)).next_multiple_of(crate::config::OS_PAGE_SIZE) - offset

@@ -95,7 +95,7 @@ pub fn free_checked(ptr: *mut u8, call: Call) -> Result<(), HeapError> {
         Location::Small(page) => free_small(page, addr, call),
         Location::Large(page) => {
             let mut core = backend::lock();
-            let size = backend::validate_large(page, addr)?;
+            let size = core.validate_large(page, addr)?;
             secure::check(addr, size)?;
             secure::scrub_large(addr, size);
             core.free_large(page, addr)?;
@@ -133,20 +133,24 @@ pub fn locate(addr: usize) -> Result<Location, HeapError> {
             let page: &'static Page = unsafe { &*Segment::page_of(addr) };
             match page.kind() {
                 PageKind::Small if page.is_block_start(addr) => Ok(Location::Small(page)),
-                PageKind::Small | PageKind::None => Err(HeapError::InvalidPointer),
+                PageKind::Small | PageKind::None => Err(invalid_or_freed(addr)),
                 PageKind::Large => Ok(Location::Large(page)),
                 PageKind::Free if addr % MIN_ALIGN == 0 => Err(HeapError::DoubleFree),
                 PageKind::Free => Err(HeapError::InvalidPointer),
             }
         }
         Region::HugeHead | Region::HugeTail => Ok(Location::Huge),
-        Region::Foreign => {
-            if addr % MIN_ALIGN == 0 && backend::lock().freed_huge.contains(addr) {
-                Err(HeapError::DoubleFree)
-            } else {
-                Err(HeapError::InvalidPointer)
-            }
-        }
+        Region::Foreign => Err(invalid_or_freed(addr)),
+    }
+}
+
+/// An address that is no block now: a double free if a large or huge block
+/// was freed there recently (its memory unmapped, or in another span now).
+fn invalid_or_freed(addr: usize) -> HeapError {
+    if addr % MIN_ALIGN == 0 && backend::lock().freed.contains(addr) {
+        HeapError::DoubleFree
+    } else {
+        HeapError::InvalidPointer
     }
 }
 
@@ -187,8 +191,8 @@ pub fn block_bytes(ptr: *const u8) -> Result<usize, HeapError> {
     let addr = ptr as usize;
     match locate(addr)? {
         Location::Small(page) => Ok(page.block_size()),
-        Location::Large(page) => backend::validate_large(page, addr),
-        Location::Huge => huge::usable_size(&backend::lock().freed_huge, addr),
+        Location::Large(page) => backend::lock().validate_large(page, addr),
+        Location::Huge => huge::usable_size(&backend::lock().freed, addr),
     }
 }
 
@@ -207,11 +211,10 @@ pub fn usable_size(ptr: *const u8) -> Result<usize, HeapError> {
             }
         }
         Location::Large(page) => {
-            let _core = backend::lock();
-            let size = backend::validate_large(page, addr)?;
+            let size = backend::lock().validate_large(page, addr)?;
             secure::check(addr, size)?;
             Ok(secure::usable(size))
         }
-        Location::Huge => huge::usable_size(&backend::lock().freed_huge, addr),
+        Location::Huge => huge::usable_size(&backend::lock().freed, addr),
     }
 }

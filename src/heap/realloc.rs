@@ -45,7 +45,7 @@ pub fn realloc(ptr: *mut u8, size: usize, call: Call) -> Result<*mut u8, Realloc
         }
         Location::Large(page) => {
             let mut core = backend::lock();
-            let bytes = backend::validate_large(page, addr)?;
+            let bytes = core.validate_large(page, addr)?;
             secure::check(addr, bytes)?;
             let padded = secure::padded(size);
             if padded > MEDIUM_MAX
@@ -59,7 +59,7 @@ pub fn realloc(ptr: *mut u8, size: usize, call: Call) -> Result<*mut u8, Realloc
             secure::usable(bytes)
         }
         Location::Huge => {
-            let usable = huge::usable_size(&backend::lock().freed_huge, addr)?;
+            let usable = huge::usable_size(&backend::lock().freed, addr)?;
             if size > LARGE_MAX && size <= settings::size_limit() {
                 return resize_huge(ptr, usable, size);
             }
