@@ -214,7 +214,7 @@ static void run_double_after_churn(const struct fcase *c, unsigned char *stack)
             *slot = opaque(ALLOC(n));
             if (*slot == NULL)
                 setup_failed("churn malloc(%zu)", n);
-            memset(*slot, 0x5c, 32);
+            memset(*slot, 0x5c, n < 32 ? n : 32); /* n may be 24 */
         }
     }
     for (int i = 0; i < 16; i++)
