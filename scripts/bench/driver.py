@@ -39,6 +39,8 @@ ALL_ALLOCS = ["glibc", "jemalloc", "mimalloc", "tcmalloc", "cma"]
 
 MARK_BEGIN = "<!-- BEGIN fastpath-callgrind (scripts/fastpath-callgrind.sh) -->"
 MARK_END = "<!-- END fastpath-callgrind -->"
+VAR_BEGIN = "<!-- BEGIN variants -->"
+VAR_END = "<!-- END variants -->"
 
 
 class Bench:
@@ -126,10 +128,12 @@ def loud(msg):
 # Running one benchmark process
 # --------------------------------------------------------------------------
 
-def run_once(exe, args, lib, timeout):
-    """Runs exe (through the runner, with LD_PRELOAD=lib for exe only);
-    returns a dict with the parsed output, wall time and peak RSS."""
+def run_once(exe, args, lib, timeout, extra_env=None):
+    """Runs exe (through the runner, with LD_PRELOAD=lib for exe only, and
+    extra_env on top of ours); returns a dict with the parsed output, wall
+    time and peak RSS."""
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env.update(extra_env or {})
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile(mode="r", prefix="runner-", suffix=".txt") as rep:
         proc = subprocess.Popen([str(RUNNER), rep.name, lib or "-", str(exe)] + [str(a) for a in args],
@@ -206,12 +210,17 @@ def cma_candidate(opts):
     path = Path(opts.cma or os.environ.get("CMA_LIB") or ROOT / "target/release/libcma.so")
     if not path.exists():
         return None, f"CMA library not found at {path} (build it with `cargo build --release`, or set CMA_LIB)"
+    return snapshot_lib(path, BUILD / "libcma-snapshot.so")
+
+
+def snapshot_lib(path, snap, env=None):
+    """Copies a CMA library to snap and smoke-tests the copy (with env);
+    returns (snap, description) or (None, why not)."""
     # Snapshot it: a rebuild by someone else during the run must not mix versions.
-    snap = BUILD / "libcma-snapshot.so"
     shutil.copy2(path, snap)
     digest = hashlib.sha256(snap.read_bytes()).hexdigest()[:16]
     mtime = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
-    smoke = run_once(BUILD / "churn", [1, 0.01], str(snap), 30)
+    smoke = run_once(BUILD / "churn", [1, 0.01], str(snap), 30, env)
     desc = f"{rel(path)} (sha256 {digest}…, built {mtime}; the run used a copy)"
     if smoke["status"] != "ok" and not smoke["status"].startswith("WRONG"):
         # (a library that returns wrong memory stays in, so the run fails loudly)
@@ -220,6 +229,27 @@ def cma_candidate(opts):
         return None, (f"CMA library at {path} failed its smoke test (churn 1 0.01): {why}"
                       + (f" -- stderr: {' | '.join(tail)}" if tail else ""))
     return str(snap), desc
+
+
+def parse_variants(spec):
+    """NAME=LIBPATH[+VAR=VALUE...],... -> {name: {"lib": path, "env": {var: value}}}."""
+    variants = {}
+    for item in (x.strip() for x in (spec or "").split(",")):
+        if not item:
+            continue
+        name, _, rest = item.partition("=")
+        path, *assigns = rest.split("+")
+        if not re.fullmatch(r"[\w.-]+", name) or name in ALL_ALLOCS or name in variants or not path:
+            sys.exit(f"--variants: bad or duplicate entry {item!r} (NAME=LIBPATH[+VAR=VALUE...], "
+                     f"NAME not one of {', '.join(ALL_ALLOCS)})")
+        env = {}
+        for a in assigns:
+            var, eq, value = a.partition("=")
+            if not eq or not re.fullmatch(r"[A-Za-z_]\w*", var):
+                sys.exit(f"--variants: bad VAR=VALUE {a!r} in {item!r}")
+            env[var] = value
+        variants[name] = {"lib": path, "env": env}
+    return variants
 
 
 def plan(opts):
@@ -241,7 +271,7 @@ def plan(opts):
     return jobs
 
 
-def run_suite(opts, allocs, libs, out_dir):
+def run_suite(opts, allocs, libs, out_dir, envs=None):
     jobs = plan(opts)
     total = sum(r * len(allocs) for _, _, _, r in jobs)
     log(f"{len(jobs)} bench configurations x {len(allocs)} allocators, {total} runs in all")
@@ -266,7 +296,7 @@ def run_suite(opts, allocs, libs, out_dir):
                 done += 1
                 if a in dead:
                     continue
-                r = run_once(BUILD / b.name, args, libs[a], timeout)
+                r = run_once(BUILD / b.name, args, libs[a], timeout, (envs or {}).get(a))
                 r.update(alloc=a, bench=b.name, threads=t, args=[str(x) for x in args], rep=rep)
                 raw.write(json.dumps(r) + "\n")
                 raw.flush()
@@ -429,12 +459,23 @@ def config_order(agg):
     return order
 
 
+def run_lines(meta):
+    return [
+        f"- Command: `{meta['command']}`",
+        f"- Date: {meta['date']}; wall time of the run: {meta['duration_s'] / 60:.1f} min",
+        f"- Machine: {meta['nproc']} CPUs, {meta['cpu']}, {meta['mem']}; kernel {meta['kernel']}; {meta['os']}",
+        f"- Load average at start / end: {meta['load_start']} / {meta['load_end']} "
+        "(the machine is shared: other jobs add noise)",
+        f"- Compiler: {meta['cc']}; benches built with `{meta['cflags']}`",
+        f"- Repository: {meta['git']}",
+    ]
+
+
 def build_report(agg, allocs, meta, problems, notes):
     L = []
     cfgs = config_order(agg)
     time_cfgs = [c for c in cfgs if BENCHES[c[0]].kind == "time"]
     mem_cfgs = [c for c in cfgs if BENCHES[c[0]].kind == "mem"]
-    others = [a for a in allocs if a != "glibc"]
 
     L.append("# CMA benchmarks\n")
     L.append("Generated by `scripts/bench.sh`; do not edit by hand (the fastpath section at the end "
@@ -445,13 +486,7 @@ def build_report(agg, allocs, meta, problems, notes):
             f"--only {meta['only']}" if meta.get("only") else ""] if x)
                  + "): indicative only.\n")
     L.append("## Run\n")
-    L.append(f"- Command: `{meta['command']}`")
-    L.append(f"- Date: {meta['date']}; wall time of the run: {meta['duration_s'] / 60:.1f} min")
-    L.append(f"- Machine: {meta['nproc']} CPUs, {meta['cpu']}, {meta['mem']}; kernel {meta['kernel']}; {meta['os']}")
-    L.append(f"- Load average at start / end: {meta['load_start']} / {meta['load_end']} "
-             "(the machine is shared: other jobs add noise)")
-    L.append(f"- Compiler: {meta['cc']}; benches built with `{meta['cflags']}`")
-    L.append(f"- Repository: {meta['git']}")
+    L.extend(run_lines(meta))
     L.append("- Allocators:")
     for a in ALL_ALLOCS:
         if a in meta["alloc_desc"]:
@@ -670,21 +705,97 @@ def build_report(agg, allocs, meta, problems, notes):
     return "\n".join(L)
 
 
-def splice_fastpath(new_text, old_path):
-    """Keeps the fastpath-callgrind section of an existing report."""
-    if not old_path.exists():
-        return new_text
-    old = old_path.read_text()
-    i, j = old.find(MARK_BEGIN), old.find(MARK_END)
-    if i < 0 or j < 0:
-        return new_text
-    return new_text.rstrip() + "\n\n" + old[i:j + len(MARK_END)] + "\n"
+def variants_report(agg, variants, meta):
+    """The "CMA variants" section (without its markers): each variant's time
+    and peak RSS as ratios to cma's in the same run."""
+    names = [v for v, d in variants.items() if d["measured"]]
+    cfgs = config_order(agg)
+    time_cfgs = [c for c in cfgs if BENCHES[c[0]].kind == "time"]
+    incomplete = [c for c in cfgs if not all(agg[c].get(a, {}).get("n") for a in ["cma"] + names)]
+
+    def r(c, a, metric):
+        return ratio(agg[c].get(a, {}).get(metric), agg[c].get("cma", {}).get(metric))
+
+    def gm(a, metric, cfg_list):
+        return geomean([r(c, a, metric) for c in cfg_list if c not in incomplete])
+
+    L = ["## CMA variants\n"]
+    L.append("Builds and settings of CMA run as extra allocators (`--variants`), interleaved run by run "
+             "with the others (same rotation, medians, checksum checks). Every ratio is to `cma` in the "
+             "same run (lower is better; 1.00 = equal). Written by `scripts/bench-variants.sh --docs` "
+             "(or a `scripts/bench.sh --variants ...` run: see the command); other `scripts/bench.sh` "
+             "runs keep it as it is.\n")
+    L.extend(run_lines(meta))
+    L.append(f"- Runs per configuration: {meta['runs']} (median shown)"
+             + ("; --quick: smaller scale, indicative only" if meta.get("quick") else ""))
+    L.append("- Libraries:")
+    L.append(f"  - **cma**: {meta['alloc_desc'].get('cma') or 'not measured: ' + str(meta.get('cma_note'))}")
+    for v, d in variants.items():
+        env = " ".join(f"{k}={x}" for k, x in d["env"].items())
+        L.append(f"  - **{v}**: " + (d["desc"] if d["measured"] else f"not measured: {d['desc']}")
+                 + (f"; its runs only with `{env}`" if env else ""))
+    L.append("")
+    if not names:
+        return "\n".join(L)
+
+    L.append(f"Geometric means of the ratios: time over the time benchmarks ({len(time_cfgs)} "
+             f"configurations), peak RSS over all {len(cfgs)}. **cma time ×variant** is the inverse: "
+             "for a variant that leaves work out, what that work costs (1.03 = 3% slower with it).\n")
+    if incomplete:
+        L.append("Taken over the configurations that cma and every variant completed; left out: "
+                 + ", ".join(f"{b} t={t}" for b, t in incomplete) + ".\n")
+    rows = []
+    for v in names:
+        tg = gm(v, "time", time_cfgs)
+        n_ok = sum(1 for c in cfgs if agg[c].get(v, {}).get("n"))
+        rows.append([f"**{v}**", fmt_ratio(tg), fmt_ratio(1 / tg if tg else None),
+                     fmt_ratio(gm(v, "maxrss_kb", cfgs)), fmt_ratio(gm(v, "cpu", time_cfgs)),
+                     f"{n_ok}/{len(cfgs)}"])
+    L.append(md_table(["variant", "time ×cma", "cma time ×variant", "peak RSS ×cma", "CPU time ×cma",
+                       "configs measured"], rows))
+    L.append("")
+
+    L.append("Per configuration: cma's median time and peak RSS, each variant's as a ratio to them; "
+             "± is the spread of one cell's runs, (max − min) / median.\n")
+    hdr = ["bench", "threads", "cma time s", "±"]
+    hdr += [x for v in names for x in (f"{v} time ×cma", "±")]
+    hdr += ["cma peak RSS MiB"] + [f"{v} peak RSS ×cma" for v in names]
+    rows = []
+    for c in cfgs:
+        s = agg[c].get("cma", {})
+        row = [c[0], str(c[1])]
+        row += [cell_status(s), ""] if cell_status(s) else [fmt_time(s["time"]), f"{100 * s['spread']:.0f}%"]
+        for v in names:
+            sv = agg[c].get(v, {})
+            row += [cell_status(sv), ""] if cell_status(sv) else [fmt_ratio(r(c, v, "time")),
+                                                                  f"{100 * sv['spread']:.0f}%"]
+        row.append(fmt_mib(s.get("maxrss_kb")))
+        row += [cell_status(agg[c].get(v)) or fmt_ratio(r(c, v, "maxrss_kb")) for v in names]
+        rows.append(row)
+    g_row = ["**geomean**", "*" if incomplete else "", "", ""]
+    g_row += [x for v in names for x in (fmt_ratio(gm(v, "time", time_cfgs)), "")]
+    g_row += [""] + [fmt_ratio(gm(v, "maxrss_kb", cfgs)) for v in names]
+    rows.append(g_row)
+    L.append(md_table(hdr, rows))
+    L.append("")
+    return "\n".join(L)
+
+
+def splice_sections(new_text, old_path):
+    """Keeps the sections other scripts write into an existing report: the
+    variants one (unless this run has its own), then the fastpath-callgrind one."""
+    old = old_path.read_text() if old_path.exists() else ""
+    for begin, end in ((VAR_BEGIN, VAR_END), (MARK_BEGIN, MARK_END)):
+        i, j = old.find(begin), old.find(end)
+        if i >= 0 and j >= 0 and begin not in new_text:
+            new_text = new_text.rstrip() + "\n\n" + old[i:j + len(end)] + "\n"
+    return new_text
 
 
 def gnuplot_chart(agg, allocs, out_svg, work_dir, title_note):
     cfgs = config_order(agg)
     others = [a for a in allocs if a != "glibc"]
-    if not others or not shutil.which("gnuplot"):
+    if not others or "glibc" not in allocs or not shutil.which("gnuplot"):
         return False
     colors = {"jemalloc": "#d95f02", "mimalloc": "#1b9e77", "tcmalloc": "#7570b3", "cma": "#e7298a"}
     data = work_dir / "chart.dat"
@@ -826,7 +937,9 @@ def main():
                "  scripts/bench.sh                       # full run, ~10-15 min\n"
                "  scripts/bench.sh --quick               # ~2-3 min\n"
                "  scripts/bench.sh --only larson,prodcons --runs 5\n"
-               "  CMA_LIB=/path/libcma.so scripts/bench.sh --quick --allocs glibc,mimalloc,cma")
+               "  CMA_LIB=/path/libcma.so scripts/bench.sh --quick --allocs glibc,mimalloc,cma\n"
+               "  scripts/bench.sh --allocs cma --only churn,larson \\\n"
+               "      --variants cma-secure=target/release/libcma.so+CMA_SECURE=1   # see scripts/bench-variants.sh")
     ap.add_argument("--runs", type=int, default=None, help="runs per configuration (default 3)")
     ap.add_argument("--quick", action="store_true", help="smaller scale, 3 s mem_steady (~3 min)")
     ap.add_argument("--only", help="comma-separated bench names")
@@ -839,6 +952,10 @@ def main():
                     help="per-run timeout in seconds (60; mem_steady gets its duration on top)")
     ap.add_argument("--cma", help="CMA library (default $CMA_LIB or target/release/libcma.so)")
     ap.add_argument("--no-cma", action="store_true", help="leave CMA out")
+    ap.add_argument("--variants", metavar="SPEC",
+                    help="extra CMA builds/settings run like the allocators and reported as ratios to cma, "
+                         "not charted: NAME=LIBPATH[+VAR=VALUE...],... (VAR=VALUE set for NAME's runs only); "
+                         "glibc is then not required")
     ap.add_argument("--docs", dest="docs", action="store_true", default=None,
                     help="write docs/BENCHMARKS.md and docs/bench.svg (default for full runs)")
     ap.add_argument("--no-docs", dest="docs", action="store_false",
@@ -855,6 +972,7 @@ def main():
         opts.steady_seconds = 3.0 if opts.quick else 60.0
     if opts.docs is None:
         opts.docs = not (opts.quick or opts.only or opts.allocs or opts.report_from)
+    variants = parse_variants(opts.variants)
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     meta = machine_meta()
@@ -871,6 +989,7 @@ def main():
         meta["command"] = meta["command"].strip()
         meta["alloc_desc"] = {a: d.replace(str(ROOT) + "/", "") for a, d in meta["alloc_desc"].items()}
         allocs = meta["allocs"]
+        variants = meta.get("variants", {})
     else:
         out_dir = BUILD / "results" / stamp
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -878,6 +997,11 @@ def main():
         for a in wanted:
             if a not in ALL_ALLOCS:
                 sys.exit(f"unknown allocator {a}")
+        if variants and ("cma" not in wanted or opts.no_cma):
+            sys.exit("--variants are compared with cma: keep cma among the allocators")
+        if opts.docs and "glibc" not in wanted:
+            sys.exit("--docs needs glibc (the baseline); scripts/bench-variants.sh --docs writes "
+                     "the variants section alone")
         libs, desc = {}, {}
         for a in wanted:
             if a == "cma":
@@ -888,7 +1012,7 @@ def main():
                 continue
             libs[a] = lib
             desc[a] = (f"Debian {pkg} {pkg_version(pkg)}" + (f", LD_PRELOAD={lib}" if lib else ", no preload (baseline)"))
-        if "glibc" not in libs:
+        if "glibc" not in libs and not variants:
             sys.exit("glibc (the baseline) must be among the allocators")
         cma_note = None
         if "cma" in wanted:
@@ -901,9 +1025,22 @@ def main():
                 cma_note = d
                 loud(f"CMA NOT MEASURED: {d}")
         allocs = [a for a in ALL_ALLOCS if a in libs]
+        for v, vd in variants.items():
+            path = Path(vd["lib"])
+            lib, d = (snapshot_lib(path, BUILD / f"libcma-snapshot-{v}.so", vd["env"]) if path.exists()
+                      else (None, f"library not found at {path}"))
+            vd.update(desc=d, measured=bool(lib))
+            if lib:
+                libs[v] = lib
+                log(f"{v}: {d}" + "".join(f" {k}={x}" for k, x in vd["env"].items()))
+            else:
+                loud(f"VARIANT {v} NOT MEASURED: {d}")
         meta.update(allocs=allocs, alloc_desc=desc, cma_note=cma_note)
+        if variants:
+            meta["variants"] = variants
         t0 = time.monotonic()
-        runs = run_suite(opts, allocs, libs, out_dir)
+        runs = run_suite(opts, allocs + [v for v in variants if v in libs], libs, out_dir,
+                         {v: d["env"] for v, d in variants.items()})
         meta["duration_s"] = time.monotonic() - t0
         meta["load_end"] = loadavg()
         meta["date"] = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -914,13 +1051,14 @@ def main():
     failures = []
     for (bench, t), by_alloc in sorted(agg.items()):
         for a, s in by_alloc.items():
+            is_cma = a == "cma" or a in variants
             for st in sorted(set(s["failures"])):
                 msg = f"{bench} t={t}: {a}: {st}"
-                (problems if st.startswith("WRONG") or a != "cma" else failures).append(msg)
+                (problems if st.startswith("WRONG") or not is_cma else failures).append(msg)
             if s.get("misaligned"):
                 msg = (f"{bench} t={t}: {a} returned {s['misaligned']} misaligned blocks from "
                        "posix_memalign/aligned_alloc")
-                if a == "cma":
+                if is_cma:
                     problems.append(msg)
                 else:
                     notes.append(msg + (" (known upstream bug in mimalloc 2.0.9 when size == alignment, "
@@ -930,19 +1068,24 @@ def main():
         notes.extend(f"CMA failure: {f}" for f in failures)
 
     text = build_report(agg, allocs, meta, problems, notes)
+    vtext = variants_report(agg, variants, meta) if variants else ""
     rep_dir = BUILD / "report"
     rep_dir.mkdir(parents=True, exist_ok=True)
     note = "" if "cma" in allocs else " -- CMA not measured"
     md_path = rep_dir / "BENCHMARKS.md"
     svg_ok = gnuplot_chart(agg, allocs, rep_dir / "bench.svg", rep_dir, note)
-    md_path.write_text(splice_fastpath(text, ROOT / "docs" / "BENCHMARKS.md"))
+    full = text.rstrip() + f"\n\n{VAR_BEGIN}\n{vtext.rstrip()}\n{VAR_END}\n" if vtext else text
+    md_path.write_text(splice_sections(full, ROOT / "docs" / "BENCHMARKS.md"))
     shutil.copy2(md_path, out_dir / "BENCHMARKS.md")
 
     # terminal: the report minus the machine-specific preamble
     log("")
     starts = [k for k in (text.find("## PROBLEMS"), text.find("## Notes on this run"), text.find("## Summary")) if k >= 0]
     i, j = (min(starts) if starts else -1), text.find("## How to read")
-    log(text[i:j] if 0 <= i < j else text)
+    if "glibc" in allocs:  # (a run of cma and its variants only: the variants section says it all)
+        log(text[i:j] if 0 <= i < j else text)
+    if vtext:
+        log(vtext)
     if opts.docs:
         docs = ROOT / "docs"
         docs.mkdir(exist_ok=True)
