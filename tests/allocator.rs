@@ -289,3 +289,33 @@ fn double_free_across_threads_is_detected() {
         .unwrap();
     assert_eq!(result, CMA_ERROR_DOUBLE_FREE);
 }
+
+/// free_sized and free_aligned_sized accept the size (and alignment) the
+/// block was asked with, in every size category and alignment (also in
+/// secure mode, where blocks are padded: `make test-secure`).
+#[test]
+fn sized_frees_accept_the_requested_size() {
+    let sizes = [
+        1usize,
+        100,
+        4095,
+        4096,
+        70_000,
+        200_000,
+        (2 << 20) - 100,
+        2 << 20,
+        (2 << 20) + 100,
+        5 << 20,
+    ];
+    for &size in &sizes {
+        unsafe { free_sized(malloc(size), size) };
+        for align in [16usize, 64, 4096, 65536, 1 << 20, 4 << 20] {
+            let p = unsafe { aligned_alloc(align, size) };
+            assert!(
+                !p.is_null() && p as usize % align == 0,
+                "aligned_alloc({align}, {size})"
+            );
+            unsafe { free_aligned_sized(p, align, size) };
+        }
+    }
+}

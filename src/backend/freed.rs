@@ -1,8 +1,9 @@
 //! Recently freed large and huge blocks: a second free of one is reported
 //! as a double free, not an invalid pointer, also after its memory went
 //! back to the OS or became part of another span (where the page
-//! descriptors no longer know it). Small blocks need no such list: a freed
-//! small block keeps its free tag.
+//! descriptors no longer know it), until a large or huge block covers the
+//! address again. Small blocks need no such list: a freed small block
+//! keeps its free tag.
 
 use crate::diag::HeapError;
 
@@ -26,10 +27,12 @@ impl FreedBlocks {
         self.next = self.next.wrapping_add(1);
     }
 
-    /// Forgets `ptr`: a block lives there again.
-    pub fn forget(&mut self, ptr: usize) {
+    /// Forgets the addresses in `start..end`: a live block covers them
+    /// now, and a pointer there is its interior (an invalid pointer), or its
+    /// start.
+    pub fn forget_range(&mut self, start: usize, end: usize) {
         for slot in self.slots.iter_mut() {
-            if *slot == ptr {
+            if (start..end).contains(slot) {
                 *slot = 0;
             }
         }

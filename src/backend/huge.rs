@@ -139,7 +139,7 @@ fn header_of(ptr: usize) -> Result<&'static Header, HeapError> {
 
 /// Records, under the core lock, a huge block just mapped at `ptr`.
 pub fn note_allocated(core: &mut Core, ptr: *mut u8, usable: usize) {
-    core.freed.forget(ptr as usize);
+    core.freed.forget_range(ptr as usize, ptr as usize + usable);
     core.huge.allocated(usable);
     core.held_bytes += usable;
 }
@@ -234,8 +234,8 @@ pub fn reattach(core: &mut Core, base: usize, map_len: usize, user: usize) {
             map_len,
         })
     };
-    core.freed.forget(user);
     let usable = usable_in(map_len, user - base);
+    core.freed.forget_range(user, user + usable);
     core.huge.live += 1;
     core.huge.bytes += usable;
     core.held_bytes += usable;

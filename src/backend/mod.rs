@@ -124,7 +124,8 @@ impl Core {
         // SAFETY: a span head fresh from the span allocator, ours under the lock.
         let page = unsafe { &*span };
         set_up_large(page, slices);
-        self.freed.forget(page.start());
+        self.freed
+            .forget_range(page.start(), page.start() + page.block_size());
         guard::arm(page);
         self.large.allocated(page.block_size());
         self.held_bytes += page.block_size();

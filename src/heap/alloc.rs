@@ -139,7 +139,8 @@ pub fn usable_size_for(size: usize, align: usize) -> usize {
         Route::Large => secure::usable(backend::large_block_size(backend::large_slices(padded))),
         Route::Huge => {
             let offset = align.max(crate::config::OS_PAGE_SIZE);
-            (offset + size.max(1)).next_multiple_of(crate::config::OS_PAGE_SIZE) - offset
+            // Secure mode pads huge requests too (they carry no canary).
+            (offset + padded.max(1)).next_multiple_of(crate::config::OS_PAGE_SIZE) - offset
         }
     }
 }

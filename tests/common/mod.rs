@@ -18,6 +18,8 @@ unsafe extern "C" {
     pub fn aligned_alloc(align: usize, size: usize) -> *mut c_void;
     pub fn memalign(align: usize, size: usize) -> *mut c_void;
     pub fn malloc_usable_size(ptr: *mut c_void) -> usize;
+    pub fn free_sized(ptr: *mut c_void, size: usize);
+    pub fn free_aligned_sized(ptr: *mut c_void, align: usize, size: usize);
     pub fn cma_checked_free(ptr: *mut c_void) -> i32;
     pub fn cma_checked_block_size(ptr: *const c_void, out: *mut usize) -> i32;
     pub fn cma_get_extended_stats(
