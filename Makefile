@@ -40,7 +40,7 @@ test-rust:
 
 # The allocator tests again in secure mode (canaries, quarantine, guards).
 test-secure:
-	CMA_SECURE=1 $(CARGO) test --release --test allocator --test stats
+	CMA_SECURE=1 $(CARGO) test --release --test allocator --test stats --test prop_heap
 
 test-loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
