@@ -80,6 +80,10 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Fore
     if CHECKS && !claim(block) {
         return Foreign::DoubleFree;
     }
+    // A thread that only frees (a consumer) gets a heap too, on its first
+    // foreign free: its frees are then batched through its outbox, instead
+    // of each one going to the owner's inbox and a shared counter.
+    let me = if me.is_null() { thread::acquire() } else { me };
     if secure::enabled() {
         return quarantine_or_deliver(me, addr, size, call);
     }
