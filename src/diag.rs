@@ -49,6 +49,8 @@ pub enum Call {
     CmaRealloc,
     CmaBlockSize,
     OperatorDelete,
+    /// A thread's exit, which empties its secure-mode quarantine.
+    ThreadExit,
 }
 
 impl Call {
@@ -64,6 +66,7 @@ impl Call {
             Call::CmaRealloc => "cma_realloc",
             Call::CmaBlockSize => "cma_block_size",
             Call::OperatorDelete => "operator delete",
+            Call::ThreadExit => "thread_exit",
         }
     }
 }

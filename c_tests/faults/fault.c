@@ -48,6 +48,10 @@
  *   ALLOC.uaf_data_end_then_frees.{small,medium}
  *                                             secure mode only: its last byte,
  *                                             with frees in between (either)
+ *   ALLOC.uaf_then_thread_exit.{small,medium} secure mode only: a thread
+ *                                             writes into a block it freed,
+ *                                             then exits: thread_exit(),
+ *                                             freed block written to
  *   FREE.overflow{1..16}.{small,medium}       secure mode only: 1..16 bytes
  *                                             written past the usable size:
  *                                             buffer overflow past the end of
@@ -410,6 +414,32 @@ static void run_use_after_free_inbox(const struct fcase *c, unsigned char *stack
     malloc_until_caught(size);
 }
 
+/* Secure mode: a thread frees a block of its own (into its quarantine),
+ * writes into it, and exits: its exit checks the quarantine it leaves. */
+static void *uaf_then_exit_thread(void *arg)
+{
+    size_t size = *(size_t *)arg;
+    void *p = malloc_fn(size);
+    if (p == NULL)
+        setup_failed("malloc(%zu)", size);
+    free_block(p);
+    smash(p, SMASH_DATA_START);
+    announce_pointer(p);
+    announce_thread();
+    return NULL;
+}
+
+static void run_use_after_free_at_exit(const struct fcase *c, unsigned char *stack)
+{
+    static size_t size;
+    pthread_t thread;
+    (void)stack;
+    size = categories[c->cat].size;
+    if (pthread_create(&thread, NULL, uaf_then_exit_thread, &size) != 0 ||
+        pthread_join(thread, NULL) != 0)
+        setup_failed("pthread_create/join");
+}
+
 /* 4 (secure mode): a linear overflow of `param` bytes past the usable size
  * of a block into its neighbour, a live block; then the block is freed, then
  * the neighbour. Either free may report it (the diagnostic may name either
@@ -546,6 +576,10 @@ static void register_cases(void)
                      al, categories[cat].name);
         c->cat = cat;
         c->param = 8 + SMASH_DATA_END;
+        c->secure_only = true;
+        c = add_case(run_use_after_free_at_exit, "thread_exit", USE_AFTER_FREE,
+                     "%s.uaf_then_thread_exit.%s", al, categories[cat].name);
+        c->cat = cat;
         c->secure_only = true;
     }
     for (int cat = SMALL; cat <= MEDIUM; cat++)

@@ -17,8 +17,13 @@ static ALL_HEAPS: AtomicPtr<Heap> = AtomicPtr::new(ptr::null_mut());
 const ARENA_BYTES: usize = 256 * 1024;
 
 pub struct Registry {
+    /// Orphans, warm ones (with their pages) first: a new thread adopts
+    /// from the head.
     orphans: *mut Heap,
+    orphans_tail: *mut Heap,
     orphan_count: usize,
+    /// Orphans that still hold their pages (`Heap::trimmed` false).
+    warm_count: usize,
     arena_next: usize,
     arena_end: usize,
 }
@@ -30,7 +35,9 @@ impl Registry {
     pub const fn new() -> Registry {
         Registry {
             orphans: ptr::null_mut(),
+            orphans_tail: ptr::null_mut(),
             orphan_count: 0,
+            warm_count: 0,
             arena_next: 0,
             arena_end: 0,
         }
@@ -44,7 +51,13 @@ impl Registry {
             // SAFETY: heaps are never unmapped; orphans are ours under the lock.
             let h = unsafe { &*heap };
             self.orphans = h.orphan_next.load(Ordering::Relaxed);
+            if self.orphans.is_null() {
+                self.orphans_tail = ptr::null_mut();
+            }
             self.orphan_count -= 1;
+            if !h.trimmed.load(Ordering::Relaxed) {
+                self.warm_count -= 1;
+            }
             h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
             h.trimmed.store(false, Ordering::Relaxed);
             h.set_state(HeapState::Live);
@@ -58,19 +71,51 @@ impl Registry {
         heap
     }
 
-    /// Parks the heap of an exited thread until a new thread adopts it.
-    pub fn orphan(&mut self, h: &Heap, now_ms: u64) {
+    /// Parks the heap of an exited thread until a new thread adopts it: a
+    /// `warm` heap (one that kept its pages) first in line, a cold one last,
+    /// so new threads start with pages whenever some orphan has them.
+    pub fn orphan(&mut self, h: &Heap, now_ms: u64, warm: bool) {
         let heap = h.as_ptr();
         h.set_state(HeapState::Orphaned);
         h.orphaned_at_ms.store(now_ms, Ordering::Relaxed);
         h.thread_id.store(0, Ordering::Relaxed);
-        h.orphan_next.store(self.orphans, Ordering::Relaxed);
-        self.orphans = heap;
+        h.trimmed.store(!warm, Ordering::Relaxed);
+        self.warm_count += usize::from(warm);
+        if self.orphans.is_null() {
+            h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
+            self.orphans = heap;
+            self.orphans_tail = heap;
+        } else if warm {
+            h.orphan_next.store(self.orphans, Ordering::Relaxed);
+            self.orphans = heap;
+        } else {
+            h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
+            // SAFETY: the tail is a registered orphan (never unmapped), ours
+            // under the core lock.
+            unsafe {
+                (*self.orphans_tail)
+                    .orphan_next
+                    .store(heap, Ordering::Relaxed)
+            };
+            self.orphans_tail = heap;
+        }
         self.orphan_count += 1;
     }
 
     pub fn orphan_count(&self) -> usize {
         self.orphan_count
+    }
+
+    /// Orphans still holding their pages.
+    pub fn warm_count(&self) -> usize {
+        self.warm_count
+    }
+
+    /// Records that an orphan's free memory went back to the core.
+    pub fn mark_trimmed(&mut self, h: &Heap) {
+        if !h.trimmed.swap(true, Ordering::Relaxed) {
+            self.warm_count -= 1;
+        }
     }
 
     /// The first orphaned heap (the rest through `Heap::orphan_next`).

@@ -131,6 +131,24 @@ pub fn quarantine_or_deliver(me: *mut Heap, addr: usize, size: usize, call: Call
     Foreign::Sent
 }
 
+/// Secure mode, at thread exit: every block of the thread's quarantine is
+/// checked whole and freed for real, so no freed block waits in an orphaned
+/// heap, unchecked, for a thread that may never come.
+pub fn release_quarantine(me: &Heap) {
+    for slot in &me.quarantine {
+        let block = slot.swap(0, Ordering::Relaxed);
+        if block == 0 {
+            continue;
+        }
+        // SAFETY: a quarantined block is claimed: its page is a live small page.
+        let size = unsafe { (*Segment::page_of(block)).block_size() };
+        if let Err(error) = secure::check_quarantined(block, size, size) {
+            diag::fatal(Call::ThreadExit, block, error);
+        }
+        release_claimed(me.as_ptr(), block);
+    }
+}
+
 /// Frees a claimed block out of the quarantine: into its page if the
 /// calling thread owns it, else towards its owner.
 fn release_claimed(me: *mut Heap, addr: usize) {

@@ -12,6 +12,7 @@ use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, HeapState};
 use crate::heap::page_ops;
 use crate::heap::remote;
+use crate::heap::secure;
 use crate::os::clock::now_ms;
 use crate::purge;
 use crate::settings;
@@ -155,7 +156,12 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     let h = unsafe { &*heap };
     // SAFETY: the calling thread's own TLS word.
     unsafe { (*tls::fast_bound_slot()).store(0, Ordering::Relaxed) };
-    remote::flush_all(h);
+    if secure::enabled() {
+        remote::release_quarantine(h);
+    }
+    // Blocks kept for other heaps go to their owners now: an orphan may
+    // wait long for a new thread.
+    remote::return_foreign(h);
     let mut core = backend::lock();
     h.bound_slot.store(core::ptr::null_mut(), Ordering::Relaxed);
     // The heap keeps its pages, empty ones included, so the thread that
@@ -163,8 +169,8 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     // program that keeps starting threads does not go to the core for
     // pages at all. Only beyond a few waiting orphans are the empty pages
     // given back now.
-    let result = if core.registry.orphan_count() >= ORPHANS_KEPT_WARM {
-        remote::return_foreign(h);
+    let warm = core.registry.warm_count() < ORPHANS_KEPT_WARM;
+    let result = if !warm {
         collect::release_empty_pages(h, &mut core)
     } else {
         collect::collect_inbox(h, &mut CoreAccess::Held(&mut core))
@@ -173,7 +179,7 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
         drop(core);
         diag::fatal(diag::Call::Free, block, diag::HeapError::Corrupted);
     }
-    core.registry.orphan(h, now_ms());
+    core.registry.orphan(h, now_ms(), warm);
     purge::after_release(&mut core);
     drop(core);
     purge::kick();
@@ -199,7 +205,7 @@ pub fn trim_orphans(core: &mut Core, now_ms: u64, delay_ms: u64, force: bool) ->
             .saturating_add(delay_ms);
         if force || now_ms >= due {
             release_heap_memory(h, core);
-            h.trimmed.store(true, Ordering::Relaxed);
+            core.registry.mark_trimmed(h);
         } else {
             next_due = Some(next_due.map_or(due, |d: u64| d.min(due)));
         }
