@@ -9,7 +9,9 @@
 //! so do the span caches of threads that went idle.
 //!
 //! A purge runs when the core is next used after the delay, at once when
-//! more than `DIRTY_BUDGET` bytes wait, from `malloc_trim`, and from a small
+//! more free memory waits than `dirty_budget` allows (an eighth of what the
+//! segments map: then the oldest goes first, whatever its age, until half
+//! the budget is left), from `malloc_trim`, and from a small
 //! background thread, so memory also comes back from a program that went
 //! idle. The thread is started lazily, only once enough memory waits
 //! (`BACKGROUND_THRESHOLD`), so small programs never get one; it sleeps in
@@ -24,17 +26,29 @@ use crate::os::clock::now_ms;
 use crate::settings;
 use crate::sync::futex;
 
-/// Free memory waiting beyond this is purged at once, whatever its age.
-const DIRTY_BUDGET: usize = 64 << 20;
+/// Free memory allowed to wait for the delay is an eighth of the segments'
+/// mapped bytes, and at least `MIN_DIRTY_BUDGET`: a program with a steady
+/// live size that churns through big blocks keeps a bounded reserve of
+/// backed free pages instead of a delay's worth of its churn.
+const DIRTY_BUDGET_SHIFT: u32 = 3;
+const MIN_DIRTY_BUDGET: usize = 16 << 20;
+
+fn dirty_budget(core: &Core) -> usize {
+    let mapped = core.spans.segment_count * crate::config::SEGMENT_SIZE;
+    (mapped >> DIRTY_BUDGET_SHIFT).max(MIN_DIRTY_BUDGET)
+}
 /// The background thread starts once this much memory waits for a purge.
 const BACKGROUND_THRESHOLD: usize = 4 << 20;
 
 /// Runs a purge if one is due. Called with the core lock held, whenever
 /// memory went back to the core.
 pub fn after_release(core: &mut Core) {
-    let dirty = core.spans.dirty_bytes;
     let now = now_ms();
-    if now >= core.next_purge_ms || dirty > DIRTY_BUDGET {
+    let budget = dirty_budget(core);
+    if core.spans.dirty_bytes > budget {
+        purge_oldest(core, now, budget / 2);
+    }
+    if now >= core.next_purge_ms {
         run(core, now, false);
     } else if core.next_purge_ms == u64::MAX {
         core.next_purge_ms = now + settings::purge_delay_ms();
@@ -50,13 +64,26 @@ pub fn run(core: &mut Core, now: u64, force: bool) -> usize {
     let delay = settings::purge_delay_ms();
     let orphans_pending = thread::trim_orphans(core, now, delay, force);
     let caches_pending = thread::take_idle_span_caches(core, now, delay, force);
-    let purged = core.spans.purge(now, delay, force);
+    let purged = core.spans.purge(now, delay, force, 0);
     core.next_purge_ms = [purged.next_due_ms, orphans_pending, caches_pending]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(u64::MAX);
     purged.bytes
+}
+
+/// Decommits free spans, oldest first (in passes of halving age), until at
+/// most `target` bytes wait. With the core lock held.
+fn purge_oldest(core: &mut Core, now: u64, target: usize) {
+    let mut age = settings::purge_delay_ms();
+    loop {
+        age /= 2;
+        core.spans.purge(now, age, false, target);
+        if core.spans.dirty_bytes <= target || age == 0 {
+            return;
+        }
+    }
 }
 
 /// `malloc_trim`: the calling thread's free memory, then everything the core

@@ -22,10 +22,13 @@ const KEEP_EMPTY_SEGMENTS: usize = 2;
 const MAX_EMPTY_SEGMENTS: usize = 8;
 
 pub struct Spans {
-    /// Free spans by length in slices (index 1..=USABLE_SLICES).
-    bins: [*mut Page; SLICES_PER_SEGMENT],
-    /// Bit n set when `bins[n]` is non-empty.
-    nonempty: u64,
+    /// Free spans by state (`CLEAN`: decommitted, `DIRTY`: maybe backed)
+    /// and length in slices (index 1..=USABLE_SLICES). Dirty spans are
+    /// reused first: their pages need no faults, and every dirty span
+    /// reused is one less to purge.
+    bins: [[*mut Page; SLICES_PER_SEGMENT]; 2],
+    /// Bit n of `nonempty[state]` set when `bins[state][n]` is non-empty.
+    nonempty: [u64; 2],
     /// All segments (a doubly linked list through `Segment::next/prev`).
     segments: *mut Segment,
     pub segment_count: usize,
@@ -50,8 +53,8 @@ pub struct Purged {
 impl Spans {
     pub const fn new() -> Spans {
         Spans {
-            bins: [ptr::null_mut(); SLICES_PER_SEGMENT],
-            nonempty: 0,
+            bins: [[ptr::null_mut(); SLICES_PER_SEGMENT]; 2],
+            nonempty: [0; 2],
             segments: ptr::null_mut(),
             segment_count: 0,
             empty_segments: 0,
@@ -166,11 +169,15 @@ impl Spans {
 
     /// Gives back the memory of free spans freed at least `delay_ms` before
     /// `now_ms` (all of them when `force`): their pages are decommitted, and
-    /// empty segments beyond `KEEP_EMPTY_SEGMENTS` are unmapped.
-    pub fn purge(&mut self, now_ms: u64, delay_ms: u64, force: bool) -> Purged {
+    /// empty segments beyond `KEEP_EMPTY_SEGMENTS` are unmapped. Stops early
+    /// once no more than `keep_dirty` bytes wait.
+    pub fn purge(&mut self, now_ms: u64, delay_ms: u64, force: bool, keep_dirty: usize) -> Purged {
         let mut purged = Purged::default();
         let mut segment = self.segments;
         while !segment.is_null() {
+            if self.dirty_bytes <= keep_dirty && keep_dirty > 0 {
+                break;
+            }
             // SAFETY: listed segments are mapped; read `next` before a
             // possible unmap of this one.
             let next = unsafe { (*segment).next.load(Ordering::Relaxed) };
@@ -214,19 +221,28 @@ impl Spans {
             (segment as usize + page.slice_index as usize * SLICE_SIZE) as *mut u8,
             bytes,
         );
+        let span = page as *const Page as *mut Page;
+        self.bin_remove(span);
         page.committed.set(false);
+        self.bin_push(span);
         page.is_zero.set(true);
         self.dirty_bytes -= bytes;
         bytes
     }
 
-    /// Finds a free span holding an aligned run of `slices`.
+    /// Finds a free span holding an aligned run of `slices`: the best fit
+    /// among dirty spans, else among clean ones.
     fn find(&self, slices: usize, align: usize) -> Option<(*mut Page, usize)> {
-        let mut candidates = self.nonempty & !((1u64 << slices) - 1);
+        self.find_in(DIRTY, slices, align)
+            .or_else(|| self.find_in(CLEAN, slices, align))
+    }
+
+    fn find_in(&self, state: usize, slices: usize, align: usize) -> Option<(*mut Page, usize)> {
+        let mut candidates = self.nonempty[state] & !((1u64 << slices) - 1);
         while candidates != 0 {
             let bin = candidates.trailing_zeros() as usize;
             candidates &= candidates - 1;
-            let mut span = self.bins[bin];
+            let mut span = self.bins[state][bin];
             while !span.is_null() {
                 // SAFETY: binned spans are head descriptors of mapped segments.
                 let head = unsafe { &*span };
@@ -330,23 +346,26 @@ impl Spans {
         // SAFETY: head descriptor of a free span, owned by the core.
         let head = unsafe { &*span };
         let bin = head.slice_count();
+        let state = state_of(head);
+        let list = &mut self.bins[state][bin];
         head.prev.set(ptr::null_mut());
-        head.next.set(self.bins[bin]);
-        if !self.bins[bin].is_null() {
+        head.next.set(*list);
+        if !list.is_null() {
             // SAFETY: binned head descriptor.
-            unsafe { (*self.bins[bin]).prev.set(span) };
+            unsafe { (**list).prev.set(span) };
         }
-        self.bins[bin] = span;
-        self.nonempty |= 1 << bin;
+        *list = span;
+        self.nonempty[state] |= 1 << bin;
     }
 
     fn bin_remove(&mut self, span: *mut Page) {
         // SAFETY: binned head descriptor.
         let head = unsafe { &*span };
         let bin = head.slice_count();
+        let state = state_of(head);
         let (prev, next) = (head.prev.get(), head.next.get());
         if prev.is_null() {
-            self.bins[bin] = next;
+            self.bins[state][bin] = next;
         } else {
             // SAFETY: binned head descriptor.
             unsafe { (*prev).next.set(next) };
@@ -355,8 +374,8 @@ impl Spans {
             // SAFETY: binned head descriptor.
             unsafe { (*next).prev.set(prev) };
         }
-        if self.bins[bin].is_null() {
-            self.nonempty &= !(1 << bin);
+        if self.bins[state][bin].is_null() {
+            self.nonempty[state] &= !(1 << bin);
         }
         head.next.set(ptr::null_mut());
         head.prev.set(ptr::null_mut());
@@ -407,6 +426,14 @@ impl Spans {
         self.segment_count -= 1;
         Segment::destroy(segment);
     }
+}
+
+const CLEAN: usize = 0;
+const DIRTY: usize = 1;
+
+/// Which bins a free span belongs in.
+fn state_of(span: &Page) -> usize {
+    if span.committed.get() { DIRTY } else { CLEAN }
 }
 
 impl Default for Spans {
