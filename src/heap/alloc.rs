@@ -79,6 +79,7 @@ pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
     // SAFETY: `acquire` returns the calling thread's own heap.
     let heap = unsafe { &*heap };
+    heap.keeps_foreign.set(true);
     if secure::enabled() {
         secure::patrol(heap);
     }

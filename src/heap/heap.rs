@@ -293,6 +293,11 @@ pub struct Heap {
     /// reuse, per small class (see `remote`).
     pub foreign: [Owned<*mut Block>; FOREIGN_CLASSES],
     pub foreign_count: [Owned<u32>; FOREIGN_CLASSES],
+    /// Whether `foreign` takes blocks: only once the thread has allocated
+    /// through the slow path. A thread that starts by freeing blocks dealt
+    /// to it by another (cache-scratch style) must not reuse them: they
+    /// share cache lines with the blocks of other threads.
+    pub keeps_foreign: Owned<bool>,
     /// Secure mode: blocks freed by this thread waiting to be reused (see
     /// `secure::quarantine`); slots are atomic so the statistics can read.
     pub quarantine: [AtomicUsize; QUARANTINE_SLOTS],
@@ -328,6 +333,7 @@ impl Heap {
             outbox: [const { Outbox::new() }; OUTBOX_SLOTS],
             foreign: [const { Owned::new(ptr::null_mut()) }; FOREIGN_CLASSES],
             foreign_count: [const { Owned::new(0) }; FOREIGN_CLASSES],
+            keeps_foreign: Owned::new(false),
             quarantine: [const { AtomicUsize::new(0) }; QUARANTINE_SLOTS],
             quarantine_next: Owned::new(0),
             patrol_next: Owned::new(0),

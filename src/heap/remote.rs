@@ -82,8 +82,18 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Fore
     }
     // A thread that only frees (a consumer) gets a heap too, on its first
     // foreign free: its frees are then batched through its outbox, instead
-    // of each one going to the owner's inbox and a shared counter.
-    let me = if me.is_null() { thread::acquire() } else { me };
+    // of each one going to the owner's inbox and a shared counter. It keeps
+    // no foreign blocks for reuse until it allocates (`keeps_foreign`).
+    let me = if me.is_null() {
+        let heap = thread::acquire();
+        if !heap.is_null() {
+            // SAFETY: `acquire` returns the calling thread's own heap.
+            unsafe { (*heap).keeps_foreign.set(false) };
+        }
+        heap
+    } else {
+        me
+    };
     if secure::enabled() {
         return quarantine_or_deliver(me, addr, size, call);
     }
@@ -194,7 +204,7 @@ pub fn claim(block: *mut Block) -> bool {
 /// Keeps a claimed block in the thread's foreign cache; false when full.
 fn keep(me: &Heap, class: usize, block: *mut Block, size: usize) -> bool {
     let count = me.foreign_count[class].get();
-    if count >= FOREIGN_MAX {
+    if count >= FOREIGN_MAX || !me.keeps_foreign.get() {
         return false;
     }
     // SAFETY: the block is claimed: nobody else touches its link now.
