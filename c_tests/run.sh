@@ -60,6 +60,7 @@ programs=(
     "fork_stress        fork_stress.c       plain  60   linked preload"
     "rule_zero_abort    rule_zero_abort.c   plain  30   linked static preload"
     "cxx_operators      cxx_operators.cpp   plain  30   linked preload"
+    "cache_lines        cache_lines.c       plain  30   linked preload"
 )
 
 # build NAME SOURCE KIND MODE: compiles c_tests/build/NAME.MODE.
