@@ -7,7 +7,8 @@
 # loop, one thread) and a variant with the pair compiled out (the bare loop),
 # runs each under `valgrind --tool=callgrind` for two values of N, with every
 # allocator preloaded (glibc: none; jemalloc, mimalloc, tcmalloc from Debian;
-# CMA from target/release/libcma.so or $CMA_LIB, when present), and prints
+# CMA from target/release/libcma.so or $CMA_LIB, when present, and without
+# $CMA_LIB also CMA built with its default-mode checks compiled out), and prints
 #
 #   per pair, loop included = (Ir(N2) - Ir(N1)) / (N2 - N1)
 #   per pair, net           = that - the same quotient for the bare loop
@@ -81,6 +82,19 @@ if [ -f "$CMA_PATH" ]; then
 else
     CMA_NOTE="CMA not measured: $CMA_PATH not found"
     echo "!! $CMA_NOTE"
+fi
+# With the default build: the same library with the default-mode checks
+# compiled out (as scripts/bench-variants.sh builds it), to show what those
+# checks cost per pair.
+UNCHECKED_PATH="$ROOT/target/unchecked/release/libcma.so"
+if [ -z "${CMA_LIB:-}" ] && [ -f "$CMA_PATH" ]; then
+    echo "== building the unchecked variant (target/unchecked/release/libcma.so)"
+    CARGO_TARGET_DIR=target/unchecked cargo rustc -q --release --lib --no-default-features \
+        --features override,unchecked --crate-type cdylib
+    cp "$UNCHECKED_PATH" "$BUILD/libcma-unchecked-callgrind.so"
+    names+=(cma-unchecked)
+    libs+=("$BUILD/libcma-unchecked-callgrind.so")
+    CMA_DESC="$CMA_DESC; cma-unchecked: target/unchecked/release/libcma.so ($(date -r "$UNCHECKED_PATH" '+%Y-%m-%d %H:%M'), the \`unchecked\` feature: default-mode checks compiled out)"
 fi
 
 # Ir of one run: callgrind's "totals:" line.
