@@ -167,11 +167,11 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     // The heap keeps its pages, empty ones included, so the thread that
     // adopts it starts with a current page in every class it used: a
     // program that keeps starting threads does not go to the core for
-    // pages at all. Only beyond a few waiting orphans are the empty pages
-    // given back now.
+    // pages at all. Only beyond a few waiting orphans are the empty pages,
+    // and the span cache, given back now.
     let warm = core.registry.warm_count() < ORPHANS_KEPT_WARM;
     let result = if !warm {
-        collect::release_empty_pages(h, &mut core)
+        collect::release_empty_pages(h, &mut core).map(|()| drain_span_cache(h, &mut core))
     } else {
         collect::collect_inbox(h, &mut CoreAccess::Held(&mut core))
     };
@@ -274,6 +274,12 @@ fn release_heap_memory(h: &Heap, core: &mut Core) {
     if let Err(block) = collect::release_empty_pages(h, core) {
         diag::fatal(diag::Call::Free, block, diag::HeapError::Corrupted);
     }
+    drain_span_cache(h, core);
+}
+
+/// Gives the pages of a heap's span cache back to the core. The caller
+/// owns the heap and holds the core lock.
+fn drain_span_cache(h: &Heap, core: &mut Core) {
     h.drain_span_cache(|page| {
         page_ops::fold_allocs(page, h);
         page.free.set(core::ptr::null_mut());
