@@ -9,9 +9,9 @@
 //! so do the span caches of threads that went idle.
 //!
 //! A purge runs when the core is next used after the delay, at once when
-//! more free memory waits than `dirty_budget` allows (an eighth of what the
-//! segments map: then the oldest goes first, whatever its age, until half
-//! the budget is left), from `malloc_trim`, and from a small
+//! more free memory waits than `dirty_budget` allows (an eighth of what is
+//! in use: then the oldest goes first, whatever its age, until half the
+//! budget is left), from `malloc_trim`, and from a small
 //! background thread, so memory also comes back from a program that went
 //! idle. The thread is started lazily, only once enough memory waits
 //! (`BACKGROUND_THRESHOLD`), so small programs never get one; it sleeps in
@@ -26,16 +26,17 @@ use crate::os::clock::now_ms;
 use crate::settings;
 use crate::sync::futex;
 
-/// Free memory allowed to wait for the delay is an eighth of the segments'
-/// mapped bytes, and at least `MIN_DIRTY_BUDGET`: a program with a steady
-/// live size that churns through big blocks keeps a bounded reserve of
-/// backed free pages instead of a delay's worth of its churn.
+/// Free memory allowed to wait for the delay is an eighth of what the core
+/// has handed out (spans and huge blocks in use), and at least
+/// `MIN_DIRTY_BUDGET`: a program with a steady live size that churns
+/// through big blocks keeps a bounded reserve of backed free pages instead
+/// of a delay's worth of its churn. (Not a share of the mapped bytes: those
+/// grow with fragmentation, and the reserve would grow with them.)
 const DIRTY_BUDGET_SHIFT: u32 = 3;
 const MIN_DIRTY_BUDGET: usize = 16 << 20;
 
 fn dirty_budget(core: &Core) -> usize {
-    let mapped = core.spans.segment_count * crate::config::SEGMENT_SIZE;
-    (mapped >> DIRTY_BUDGET_SHIFT).max(MIN_DIRTY_BUDGET)
+    (core.held_bytes >> DIRTY_BUDGET_SHIFT).max(MIN_DIRTY_BUDGET)
 }
 /// The background thread starts once this much memory waits for a purge.
 const BACKGROUND_THRESHOLD: usize = 4 << 20;

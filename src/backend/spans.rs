@@ -23,9 +23,9 @@ const MAX_EMPTY_SEGMENTS: usize = 8;
 
 pub struct Spans {
     /// Free spans by state (`CLEAN`: decommitted, `DIRTY`: maybe backed)
-    /// and length in slices (index 1..=USABLE_SLICES). Dirty spans are
-    /// reused first: their pages need no faults, and every dirty span
-    /// reused is one less to purge.
+    /// and length in slices (index 1..=USABLE_SLICES). Of two spans of the
+    /// same length the dirty one is reused first: its pages need no faults,
+    /// and every dirty span reused is one less to purge.
     bins: [[*mut Page; SLICES_PER_SEGMENT]; 2],
     /// Bit n of `nonempty[state]` set when `bins[state][n]` is non-empty.
     nonempty: [u64; 2],
@@ -231,31 +231,45 @@ impl Spans {
     }
 
     /// Finds a free span holding an aligned run of `slices`: the best fit
-    /// among dirty spans, else among clean ones.
+    /// (the shortest span that holds it), a dirty one before a clean one of
+    /// the same length. (Dirty spans of any length first would split long
+    /// dirty spans for short requests: the long runs that large blocks need
+    /// would fragment, and the segments mapped grow.)
     fn find(&self, slices: usize, align: usize) -> Option<(*mut Page, usize)> {
-        self.find_in(DIRTY, slices, align)
-            .or_else(|| self.find_in(CLEAN, slices, align))
-    }
-
-    fn find_in(&self, state: usize, slices: usize, align: usize) -> Option<(*mut Page, usize)> {
-        let mut candidates = self.nonempty[state] & !((1u64 << slices) - 1);
+        let fits = !((1u64 << slices) - 1);
+        let mut candidates = (self.nonempty[DIRTY] | self.nonempty[CLEAN]) & fits;
         while candidates != 0 {
             let bin = candidates.trailing_zeros() as usize;
             candidates &= candidates - 1;
-            let mut span = self.bins[state][bin];
-            while !span.is_null() {
-                // SAFETY: binned spans are head descriptors of mapped segments.
-                let head = unsafe { &*span };
-                let start = head.slice_index as usize;
-                let aligned = start.next_multiple_of(align);
-                if aligned + slices <= start + head.slice_count() {
-                    return Some((span, aligned));
+            for state in [DIRTY, CLEAN] {
+                if let Some(found) = self.find_in_bin(state, bin, slices, align) {
+                    return Some(found);
                 }
-                if align == 1 {
-                    break;
-                }
-                span = head.next.get();
             }
+        }
+        None
+    }
+
+    fn find_in_bin(
+        &self,
+        state: usize,
+        bin: usize,
+        slices: usize,
+        align: usize,
+    ) -> Option<(*mut Page, usize)> {
+        let mut span = self.bins[state][bin];
+        while !span.is_null() {
+            // SAFETY: binned spans are head descriptors of mapped segments.
+            let head = unsafe { &*span };
+            let start = head.slice_index as usize;
+            let aligned = start.next_multiple_of(align);
+            if aligned + slices <= start + head.slice_count() {
+                return Some((span, aligned));
+            }
+            if align == 1 {
+                break;
+            }
+            span = head.next.get();
         }
         None
     }
