@@ -9,8 +9,9 @@
 #   scripts/bench.sh --only larson,aligned [--runs 5] [--docs|--no-docs]
 #   scripts/bench.sh --help          all options
 #
-# Installs what is missing (Debian packages libjemalloc2, libmimalloc2.0,
-# libtcmalloc-minimal4, gnuplot-nox, gcc, python3), builds benches/*.c into
+# Installs what is missing through scripts/install-deps.sh (among them
+# Debian's libjemalloc2, libmimalloc2.0, libtcmalloc-minimal4, gnuplot-nox,
+# gcc, python3), builds benches/*.c into
 # benches/build/, then runs scripts/bench/driver.py, which runs every bench x
 # thread count under every allocator, interleaved run by run, checks that all
 # of them printed the same checksum, and prints/writes the tables and chart.
@@ -33,23 +34,7 @@ for arg in "$@"; do
 done
 
 # ---- prerequisites -------------------------------------------------------
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-missing=()
-for pkg in libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-command -v gnuplot >/dev/null 2>&1 || missing+=(gnuplot-nox)
-command -v "$CC" >/dev/null 2>&1 || missing+=(gcc libc6-dev)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
-        $SUDO apt-get update
-        $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
-fi
+"$ROOT/scripts/install-deps.sh" --no-cargo --with gnuplot:gnuplot-nox
 
 # ---- build ---------------------------------------------------------------
 mkdir -p "$BUILD"

@@ -45,23 +45,7 @@ if [ "$N2" -le "$N1" ]; then
 fi
 
 # ---- prerequisites -------------------------------------------------------
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-missing=()
-for pkg in libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
-command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
-        $SUDO apt-get update
-        $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
-fi
+"$ROOT/scripts/install-deps.sh" --no-cargo
 
 # ---- build ---------------------------------------------------------------
 mkdir -p "$BUILD"

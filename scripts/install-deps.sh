@@ -8,7 +8,7 @@ prog=${0##*/}
 
 usage() {
     cat <<EOF
-Usage: $prog [--check] [--no-cargo]
+Usage: $prog [--check] [--no-cargo] [--with COMMAND:PACKAGE]...
 
 Installs (with apt-get, as root) whatever is missing of: C/C++ compilers,
 make, pkg-config, python3, git, sqlite3, perl, valgrind, coreutils, the
@@ -19,16 +19,25 @@ libmimalloc2.0 and libtcmalloc-minimal4. Then checks that cargo exists
 Options:
   --check      install nothing; list what is missing and exit 1 if anything is
   --no-cargo   do not require cargo (e.g. when testing a prebuilt library)
+  --with COMMAND:PACKAGE
+               also require COMMAND, from Debian package PACKAGE (the
+               benchmark scripts: --with gnuplot:gnuplot-nox)
   -h, --help   show this help
 EOF
 }
 
 check_only=0
 need_cargo=1
+extra_tools=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --check) check_only=1 ;;
         --no-cargo) need_cargo=0 ;;
+        --with)
+            [[ $# -ge 2 && $2 == *:* ]] || { printf '%s: error: --with needs COMMAND:PACKAGE\n' "$prog" >&2; exit 2; }
+            extra_tools+=("$2")
+            shift
+            ;;
         -h | --help) usage; exit 0 ;;
         *) printf '%s: error: unknown argument %s (try --help)\n' "$prog" "$1" >&2; exit 2 ;;
     esac
@@ -54,6 +63,7 @@ tools=(
     grep:grep
     sed:sed
 )
+tools+=("${extra_tools[@]}")
 # Packages checked with dpkg (libraries, no command to look for).
 libs=(
     libjemalloc2

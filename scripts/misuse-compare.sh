@@ -6,8 +6,9 @@
 #   scripts/misuse-compare.sh --only 'free.*' [--runs N]   some cases; N runs each
 #   scripts/misuse-compare.sh --help
 #
-# Installs what is missing (Debian packages libjemalloc2, libmimalloc2.0,
-# libtcmalloc-minimal4, gcc, python3), builds c_tests/faults/fault.c as
+# Installs what is missing through scripts/install-deps.sh (among them
+# Debian's libjemalloc2, libmimalloc2.0, libtcmalloc-minimal4, gcc,
+# python3), builds c_tests/faults/fault.c as
 # c_tests/faults/run.sh builds fault.plain, into c_tests/build/misuse/, and
 # runs its cases of kind abort that run in the default mode (not the
 # secure-only ones), without --threads, under glibc (no preload), jemalloc,
@@ -62,22 +63,7 @@ done
 [ "$docs" = 0 ] || [ "$only" = '*' ] || { echo "misuse-compare.sh: --docs runs every case (no --only)" >&2; exit 2; }
 
 # ---- prerequisites -------------------------------------------------------
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-missing=()
-for pkg in libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-command -v "$CC" >/dev/null 2>&1 || missing+=(gcc libc6-dev)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "== installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; then
-        $SUDO apt-get update
-        $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
-    fi
-fi
+"$ROOT/scripts/install-deps.sh" --no-cargo
 [ -f "$CMA_LIB" ] || { echo "misuse-compare.sh: $CMA_LIB is missing (make lib)" >&2; exit 2; }
 CMA_LIB="$(cd "$(dirname "$CMA_LIB")" && pwd)/$(basename "$CMA_LIB")"
 # name=library to preload (empty: none)
