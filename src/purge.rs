@@ -65,7 +65,7 @@ pub fn run(core: &mut Core, now: u64, force: bool) -> usize {
     let delay = settings::purge_delay_ms();
     let orphans_pending = thread::trim_orphans(core, now, delay, force);
     let caches_pending = thread::take_idle_span_caches(core, now, delay, force);
-    let purged = core.spans.purge(now, delay, force, 0);
+    let purged = core.spans.purge(now, delay, force, None);
     core.next_purge_ms = [purged.next_due_ms, orphans_pending, caches_pending]
         .into_iter()
         .flatten()
@@ -80,7 +80,7 @@ fn purge_oldest(core: &mut Core, now: u64, target: usize) {
     let mut age = settings::purge_delay_ms();
     loop {
         age /= 2;
-        core.spans.purge(now, age, false, target);
+        core.spans.purge(now, age, false, Some(target));
         if core.spans.dirty_bytes <= target || age == 0 {
             return;
         }

@@ -60,6 +60,8 @@ impl Registry {
             }
             h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
             h.trimmed.store(false, Ordering::Relaxed);
+            // Its new thread keeps foreign blocks only once it allocates.
+            h.keeps_foreign.set(false);
             h.set_state(HeapState::Live);
             return heap;
         }
@@ -81,13 +83,12 @@ impl Registry {
         h.thread_id.store(0, Ordering::Relaxed);
         h.trimmed.store(!warm, Ordering::Relaxed);
         self.warm_count += usize::from(warm);
-        if self.orphans.is_null() {
-            h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
-            self.orphans = heap;
-            self.orphans_tail = heap;
-        } else if warm {
+        if warm || self.orphans.is_null() {
             h.orphan_next.store(self.orphans, Ordering::Relaxed);
             self.orphans = heap;
+            if self.orphans_tail.is_null() {
+                self.orphans_tail = heap;
+            }
         } else {
             h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
             // SAFETY: the tail is a registered orphan (never unmapped), ours

@@ -169,13 +169,19 @@ impl Spans {
 
     /// Gives back the memory of free spans freed at least `delay_ms` before
     /// `now_ms` (all of them when `force`): their pages are decommitted, and
-    /// empty segments beyond `KEEP_EMPTY_SEGMENTS` are unmapped. Stops early
-    /// once no more than `keep_dirty` bytes wait.
-    pub fn purge(&mut self, now_ms: u64, delay_ms: u64, force: bool, keep_dirty: usize) -> Purged {
+    /// empty segments beyond `KEEP_EMPTY_SEGMENTS` are unmapped. With
+    /// `keep_dirty`, stops early once no more than that many bytes wait.
+    pub fn purge(
+        &mut self,
+        now_ms: u64,
+        delay_ms: u64,
+        force: bool,
+        keep_dirty: Option<usize>,
+    ) -> Purged {
         let mut purged = Purged::default();
         let mut segment = self.segments;
         while !segment.is_null() {
-            if self.dirty_bytes <= keep_dirty && keep_dirty > 0 {
+            if keep_dirty.is_some_and(|keep| self.dirty_bytes <= keep) {
                 break;
             }
             // SAFETY: listed segments are mapped; read `next` before a

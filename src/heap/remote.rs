@@ -84,16 +84,7 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Fore
     // foreign free: its frees are then batched through its outbox, instead
     // of each one going to the owner's inbox and a shared counter. It keeps
     // no foreign blocks for reuse until it allocates (`keeps_foreign`).
-    let me = if me.is_null() {
-        let heap = thread::acquire();
-        if !heap.is_null() {
-            // SAFETY: `acquire` returns the calling thread's own heap.
-            unsafe { (*heap).keeps_foreign.set(false) };
-        }
-        heap
-    } else {
-        me
-    };
+    let me = if me.is_null() { thread::acquire() } else { me };
     if secure::enabled() {
         return quarantine_or_deliver(me, addr, size, call);
     }
@@ -131,14 +122,20 @@ pub fn quarantine_or_deliver(me: *mut Heap, addr: usize, size: usize, call: Call
     HeapStats::bump(&heap.stats.quarantined_bytes, size as u64);
     let evicted = secure::quarantine(heap, addr);
     if evicted != 0 {
-        // SAFETY: a claimed block: its page is a live small page.
-        let evicted_size = unsafe { (*Segment::page_of(evicted)).block_size() };
-        if let Err(error) = secure::check_quarantined(evicted, evicted_size, evicted_size) {
-            diag::fatal(call, evicted, error);
-        }
-        release_claimed(me, evicted);
+        leave_quarantine(me, evicted, call);
     }
     Foreign::Sent
+}
+
+/// A block leaving the quarantine: it must be as it was left, whole (else
+/// the process ends, naming `call`); then it is freed for real.
+fn leave_quarantine(me: *mut Heap, block: usize, call: Call) {
+    // SAFETY: a quarantined block is claimed: its page is a live small page.
+    let size = unsafe { (*Segment::page_of(block)).block_size() };
+    if let Err(error) = secure::check_quarantined(block, size, size) {
+        diag::fatal(call, block, error);
+    }
+    release_claimed(me, block);
 }
 
 /// Secure mode, at thread exit: every block of the thread's quarantine is
@@ -147,15 +144,9 @@ pub fn quarantine_or_deliver(me: *mut Heap, addr: usize, size: usize, call: Call
 pub fn release_quarantine(me: &Heap) {
     for slot in &me.quarantine {
         let block = slot.swap(0, Ordering::Relaxed);
-        if block == 0 {
-            continue;
+        if block != 0 {
+            leave_quarantine(me.as_ptr(), block, Call::ThreadExit);
         }
-        // SAFETY: a quarantined block is claimed: its page is a live small page.
-        let size = unsafe { (*Segment::page_of(block)).block_size() };
-        if let Err(error) = secure::check_quarantined(block, size, size) {
-            diag::fatal(Call::ThreadExit, block, error);
-        }
-        release_claimed(me.as_ptr(), block);
     }
 }
 
