@@ -11,15 +11,19 @@
 #include <stdint.h>
 
 struct cma_tls {
-    void *heap;          /* the thread's heap, NULL until its first allocation */
-    size_t fast_bound;   /* malloc sizes below this take the fast path; 0 until
-                            the thread has a heap, and again after it exits */
+    void *heap;          /* the thread's heap; `cma_no_heap` until its first
+                            allocation, and again after it exits */
     uint32_t last_error; /* CmaError of the thread's last cma_* call */
     uint32_t flags;      /* CMA-internal state (see src/tls.rs) */
 };
 
+/* `NO_HEAP` in src/heap/thread.rs: a heap that owns nothing, so the malloc
+ * fast path needs no null check. Hidden: it stays out of the library's
+ * dynamic symbols. */
+extern char cma_no_heap[] __attribute__((visibility("hidden")));
+
 __attribute__((tls_model("initial-exec"), visibility("hidden")))
-__thread struct cma_tls cma_tls_state;
+__thread struct cma_tls cma_tls_state = { .heap = cma_no_heap };
 
 /* Returns the calling thread's state (used where the inline-asm fast access
  * of src/tls.rs is not available). */

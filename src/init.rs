@@ -58,6 +58,7 @@ fn stage_one() {
     segment::init_secret(random::mix64(seed ^ 0x7365_676d) as usize);
     settings::load();
     thread::register_special_heaps();
+    thread::refresh_fast_bound();
 }
 
 fn stage_two() {

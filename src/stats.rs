@@ -130,7 +130,7 @@ fn detail(core: &Core) -> Detail {
             if is_head && page.kind() == PageKind::Small {
                 let row = &mut d.rows[page.class.get() as usize];
                 let live = page.live_blocks() as i64;
-                row.requests += page.allocs.load(Ordering::Relaxed);
+                row.requests += page.allocs();
                 row.live += live;
                 row.live_bytes += live * page.block_size() as i64;
                 row.free += page.capacity.load(Ordering::Relaxed) as i64 - live;

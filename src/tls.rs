@@ -2,27 +2,23 @@
 //! csrc/tls.c): reading it never calls into the dynamic loader and never
 //! allocates, so it is safe from inside malloc on any thread, at any time.
 
-use core::sync::atomic::AtomicUsize;
-#[cfg(not(target_arch = "x86_64"))]
-use core::sync::atomic::Ordering;
-
 /// Mirror of `struct cma_tls` in csrc/tls.c.
 #[repr(C)]
 pub struct ThreadState {
+    /// The thread's heap: `thread::NO_HEAP` (which owns nothing) until the
+    /// thread's first allocation, and again after it exits.
     pub heap: *mut crate::heap::Heap,
-    /// malloc requests below this size take the fast path. 0 until the
-    /// thread has a heap (so the fast path needs no null check), and again
-    /// after it exits. Written by other threads too (`set_alloc_limit`).
-    pub fast_bound: AtomicUsize,
     pub last_error: u32,
-    /// `INTERNAL`: the thread is inside CMA's own use of libc (see
-    /// `set_internal`).
+    /// `INTERNAL` and `EXITED`.
     pub flags: u32,
 }
 
 /// While set, the thread's allocation slow path records its blocks as CMA's
 /// own (libc allocating on CMA's behalf), which statistics leave out.
 pub const INTERNAL: u32 = 1;
+/// Set once the thread's exit destructor has run: it allocates through the
+/// core from then on, and does not take a heap again.
+pub const EXITED: u32 = 2;
 
 unsafe extern "C" {
     fn cma_tls_get() -> *mut ThreadState;
@@ -36,42 +32,8 @@ pub fn state() -> *mut ThreadState {
     unsafe { cma_tls_get() }
 }
 
-/// Returns the calling thread's heap pointer and fast-path bound (see
-/// `ThreadState`). On x86_64 this is three instructions, no call.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-pub fn heap_and_bound() -> (*mut crate::heap::Heap, usize) {
-    let heap: *mut crate::heap::Heap;
-    let bound: usize;
-    // SAFETY: the initial-exec access sequence for `cma_tls_state` (see
-    // `heap`), reading its first two words.
-    unsafe {
-        core::arch::asm!(
-            "mov {b}, qword ptr [rip + cma_tls_state@GOTTPOFF]",
-            "mov {h}, qword ptr fs:[{b}]",
-            "mov {b}, qword ptr fs:[{b} + 8]",
-            h = out(reg) heap,
-            b = out(reg) bound,
-            options(nostack, readonly, preserves_flags, pure),
-        );
-    }
-    (heap, bound)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-pub fn heap_and_bound() -> (*mut crate::heap::Heap, usize) {
-    // SAFETY: `state()` is valid for the calling thread.
-    unsafe {
-        (
-            (*state()).heap,
-            (*state()).fast_bound.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// Returns the calling thread's heap pointer (null before its first
-/// allocation). On x86_64 this is two instructions, no call.
+/// Returns the calling thread's heap pointer (`thread::NO_HEAP` while it
+/// has none). On x86_64 this is two instructions, no call.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub fn heap() -> *mut crate::heap::Heap {
@@ -104,22 +66,35 @@ pub fn set_heap(heap: *mut crate::heap::Heap) {
     unsafe { (*state()).heap = heap }
 }
 
-/// The calling thread's fast-path bound, for registering with its heap.
-pub fn fast_bound_slot() -> *const AtomicUsize {
-    // SAFETY: `state()` is valid for the calling thread.
-    unsafe { &(*state()).fast_bound }
-}
-
 /// Marks (or unmarks) the calling thread as allocating on CMA's behalf.
 pub fn set_internal(on: bool) {
     // SAFETY: `state()` is valid for the calling thread.
-    unsafe { (*state()).flags = if on { INTERNAL } else { 0 } }
+    unsafe {
+        let flags = &mut (*state()).flags;
+        *flags = if on {
+            *flags | INTERNAL
+        } else {
+            *flags & !INTERNAL
+        };
+    }
 }
 
 /// True while the calling thread allocates on CMA's behalf.
 pub fn is_internal() -> bool {
     // SAFETY: `state()` is valid for the calling thread.
     unsafe { (*state()).flags & INTERNAL != 0 }
+}
+
+/// Marks the calling thread as past its exit destructor.
+pub fn set_exited() {
+    // SAFETY: `state()` is valid for the calling thread.
+    unsafe { (*state()).flags |= EXITED }
+}
+
+/// True once the calling thread's exit destructor has run.
+pub fn has_exited() -> bool {
+    // SAFETY: `state()` is valid for the calling thread.
+    unsafe { (*state()).flags & EXITED != 0 }
 }
 
 /// Records the calling thread's last CMA API error code.

@@ -274,7 +274,7 @@ pub unsafe fn cma_get_extended_stats(
 
 pub fn cma_set_alloc_limit(limit: usize) {
     settings::set_alloc_limit(limit);
-    crate::heap::thread::refresh_fast_bounds();
+    crate::heap::thread::refresh_fast_bound();
     record(CmaError::CmaOk);
 }
 

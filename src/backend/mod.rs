@@ -194,8 +194,7 @@ fn set_up_large(page: &Page, slices: usize) {
     page.set_block_check(bytes);
     page.reserved.set(1);
     page.set_carved(1);
-    page.allocs.store(0, Ordering::Relaxed);
-    page.set_used(1);
+    page.counts.store(1, Ordering::Relaxed);
     page.heap.store(NO_OWNER, Ordering::Relaxed);
     page.set_kind(PageKind::Large);
 }

@@ -55,6 +55,14 @@ pub enum PageKind {
     Large = 3,
 }
 
+/// Bits of `Page::counts` holding the live-block count (a page never holds
+/// 2^16 blocks: see `size_class`); the bits above count allocations and wrap
+/// after 2^48 of them.
+pub const USED_BITS: u32 = 16;
+pub const USED_MASK: u64 = (1 << USED_BITS) - 1;
+/// What one allocation adds to `Page::counts`.
+pub const ONE_ALLOC: u64 = (1 << USED_BITS) + 1;
+
 /// `Page::heap` value of spans no thread owns (free spans, large blocks).
 /// No thread's heap pointer can equal it, so the free fast path never
 /// mistakes such a span for one of its own; and with `FULL_FLAG` masked off
@@ -103,15 +111,16 @@ pub struct Page {
     /// Blocks ready to hand out; the owner's frees push here too, so a
     /// block freed is the next one handed out (warm in the cache).
     pub free: Owned<*mut Block>,
-    /// Live blocks, including ones freed remotely but not yet collected,
-    /// plus one while the page is its class's current page. Written by the
-    /// owner; read by statistics.
-    pub used: AtomicU32,
+    /// Two counters in one word, written only by the owner and read by
+    /// statistics (see `USED_BITS`): the low bits count the live blocks
+    /// (including ones freed remotely but not yet collected, plus one while
+    /// the page is its class's current page); the high bits count the
+    /// blocks handed out since the page was set up (folded into the heap's
+    /// totals when it is set up again). One word, so malloc bumps both with
+    /// a single add and free's decrement sets the flag it branches on.
+    pub counts: AtomicU64,
     /// Blocks carved into the free lists so far.
     pub capacity: AtomicU32,
-    /// Blocks handed out from this page since it was set up (statistics:
-    /// folded into the heap's totals when the page is set up again).
-    pub allocs: AtomicU64,
     /// Queue links (heap page queues, or core free-span bins).
     pub next: Owned<*mut Page>,
     pub prev: Owned<*mut Page>,
@@ -137,13 +146,12 @@ impl Page {
         Page {
             head: AtomicPtr::new(core::ptr::null_mut()),
             free: Owned::new(core::ptr::null_mut()),
-            used: AtomicU32::new(0),
+            counts: AtomicU64::new(0),
             block_size: AtomicU32::new(0),
             heap: AtomicUsize::new(NO_OWNER),
             start: AtomicUsize::new(0),
             check_magic: AtomicU64::new(0),
             check_limit: AtomicU64::new(0),
-            allocs: AtomicU64::new(0),
             kind: AtomicU8::new(PageKind::None as u8),
             class: Owned::new(0),
             in_queue: Owned::new(false),
@@ -177,22 +185,92 @@ impl Page {
         self.kind.store(kind as u8, Ordering::Relaxed)
     }
 
-    /// The owner's view of `used` (a plain load and store; only the owner
-    /// writes it).
+    /// Live blocks, as the owner sees them.
     #[inline(always)]
     pub fn used(&self) -> u32 {
-        self.used.load(Ordering::Relaxed)
+        (self.counts.load(Ordering::Relaxed) & USED_MASK) as u32
     }
 
+    /// Sets the live-block count (owner only: a plain load and store).
     #[inline(always)]
     pub fn set_used(&self, used: u32) {
-        self.used.store(used, Ordering::Relaxed)
+        debug_assert!(u64::from(used) <= USED_MASK);
+        let counts = self.counts.load(Ordering::Relaxed);
+        self.counts
+            .store(counts & !USED_MASK | u64::from(used), Ordering::Relaxed)
+    }
+
+    /// Blocks handed out since the page was set up (any thread may ask).
+    #[inline(always)]
+    pub fn allocs(&self) -> u64 {
+        self.counts.load(Ordering::Relaxed) >> USED_BITS
+    }
+
+    /// Returns the allocation count and restarts it from zero (by the owner,
+    /// or by whoever holds the page alone).
+    pub fn take_allocs(&self) -> u64 {
+        let counts = self.counts.load(Ordering::Relaxed);
+        self.counts.store(counts & USED_MASK, Ordering::Relaxed);
+        counts >> USED_BITS
+    }
+
+    /// Counts a block handed out by the owner: one live block more and one
+    /// allocation more, in a single add to memory.
+    #[inline(always)]
+    pub fn count_alloc(&self) {
+        let counts = self.counts.load(Ordering::Relaxed);
+        self.counts
+            .store(counts.wrapping_add(ONE_ALLOC), Ordering::Relaxed);
+    }
+
+    /// Counts a block the owner got back; true when that was the last live
+    /// one. On x86_64 a 16-bit decrement of the live count in memory and a
+    /// branch on its zero flag (the statistics' 64-bit loads see the word
+    /// before or after, never torn, and only the owner writes it).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub fn count_free_is_last(&self) -> bool {
+        // SAFETY: `counts` is this descriptor's own, aligned word; only the
+        // owner (the caller) writes it, so the non-atomic read-modify-write
+        // of its low 16 bits cannot lose a concurrent update.
+        unsafe {
+            core::arch::asm!(
+                "dec word ptr [{page} + {offset}]",
+                "jz {last}",
+                page = in(reg) self as *const Page,
+                offset = const core::mem::offset_of!(Page, counts),
+                last = label { return true; },
+                options(nostack),
+            );
+        }
+        false
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    pub fn count_free_is_last(&self) -> bool {
+        let counts = self.counts.load(Ordering::Relaxed) - 1;
+        self.counts.store(counts, Ordering::Relaxed);
+        counts & USED_MASK == 0
     }
 
     /// Live blocks as statistics see them (without the current page's
     /// extra count).
     pub fn live_blocks(&self) -> u32 {
         self.used() - self.is_current.load(Ordering::Relaxed) as u32
+    }
+
+    /// True when the page's owner word is exactly `heap` (no flags: not full,
+    /// not in secure mode): the free fast path's test.
+    #[inline(always)]
+    pub fn owned_by(&self, heap: usize) -> bool {
+        // SAFETY: `heap` is this descriptor's aligned AtomicUsize.
+        unsafe {
+            crate::sync::peek::word_equals::<{ core::mem::offset_of!(Page, heap) }>(
+                self as *const Page as *const u8,
+                heap,
+            )
+        }
     }
 
     /// The owning heap's address without flags (0 for spans no heap owns).

@@ -132,7 +132,6 @@ impl Registry {
             let h = unsafe { &*heap };
             if heap != keep && h.state() == HeapState::Live {
                 h.set_state(HeapState::Lost);
-                h.bound_slot.store(ptr::null_mut(), Ordering::Relaxed);
             }
         });
     }

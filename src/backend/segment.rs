@@ -66,6 +66,17 @@ impl Segment {
         unsafe { (*Segment::slice_page(addr)).head.load(Ordering::Relaxed) }
     }
 
+    /// The head descriptor of the span holding `addr`, in `segment` (the
+    /// base of the segment holding `addr`).
+    #[inline(always)]
+    pub fn page_in(segment: usize, addr: usize) -> *mut Page {
+        let index = (addr >> SLICE_SHIFT) & (SLICES_PER_SEGMENT - 1);
+        let slice = (segment + index * core::mem::size_of::<Page>()) as *const Page;
+        // SAFETY: callers checked that `segment` is mapped; its header holds
+        // a descriptor for every slice.
+        unsafe { (*slice).head.load(Ordering::Relaxed) }
+    }
+
     /// Maps and initialises a segment whose usable slices form one free span
     /// (not yet binned: the caller links it). Returns null when out of memory.
     pub fn create() -> *mut Segment {

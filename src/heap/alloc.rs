@@ -28,33 +28,37 @@ use core::sync::atomic::Ordering;
 /// reports failure as its caller needs (errno, or the CMA last error).
 #[inline(always)]
 pub fn malloc(size: usize, slow: fn(usize) -> *mut u8) -> *mut u8 {
-    let (heap, bound) = tls::heap_and_bound();
-    if size < bound {
-        // SAFETY: a non-zero bound means the thread has a heap of its own.
+    let heap = tls::heap();
+    if thread::below_fast_bound(size) {
+        // SAFETY: the TLS heap pointer is the thread's heap or `NO_HEAP`.
         let heap = unsafe { &*heap };
         let slot = direct_slot(size);
         // SAFETY: the bound is at most SMALL_MAX + 1, so the slot is within
         // the table.
         let page = unsafe { heap.direct.get_unchecked(slot) }.get();
         // SAFETY: direct entries point to pages of this heap or the empty page.
-        let block = unsafe { page_ops::pop(page) };
-        if !block.is_null() {
-            return block;
+        let block = unsafe { (*page).free.get() };
+        if page_ops::can_pop(page, block) {
+            // SAFETY: as above.
+            return unsafe { page_ops::take(page, block) };
         }
-        return current_page_empty(heap, slot, size, slow);
+        return current_page_empty(size, heap, slot, slow);
     }
     slow(size)
 }
 
-/// malloc's fast path found the current page empty: blocks of the class
-/// that this thread freed for other threads come first, then the slow path.
+/// malloc's fast path found the current page empty (or its free list
+/// corrupted): blocks of the class that this thread freed for other threads
+/// come first, then the slow path.
 #[inline(never)]
 fn current_page_empty(
+    size: usize,
     heap: &Heap,
     slot: usize,
-    size: usize,
     slow: fn(usize) -> *mut u8,
 ) -> *mut u8 {
+    // SAFETY: direct entries point to pages of this heap or the empty page.
+    unsafe { page_ops::empty_or_corrupted(heap.direct[slot].get()) };
     let block = remote::pop_foreign(heap, SLOT_CLASS[slot] as usize);
     if !block.is_null() {
         return block;

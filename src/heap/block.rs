@@ -11,6 +11,7 @@
 use core::cell::UnsafeCell;
 
 use crate::config::CHECKS;
+use crate::sync::peek;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 #[repr(C)]
@@ -92,7 +93,15 @@ impl Block {
     /// wrote the 1-in-2^64 secret value at exactly this place).
     #[inline(always)]
     pub fn is_tagged_free(&self) -> bool {
-        CHECKS && tag_of(self as *const Block as usize) == self.tag.load(Ordering::Relaxed)
+        let addr = self as *const Block as usize;
+        // SAFETY: `tag` is this block's second word, an aligned AtomicUsize.
+        CHECKS
+            && unsafe {
+                peek::word_equals::<{ core::mem::offset_of!(Block, tag) }>(
+                    self as *const Block as *const u8,
+                    tag_of(addr),
+                )
+            }
     }
 
     /// Marks the block free and links it before `next`.

@@ -82,9 +82,7 @@ pub unsafe fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &m
     // SAFETY: a carved block of this page, owned by this heap's thread.
     unsafe { (*block).set_free(page.free.get()) };
     page.free.set(block);
-    let used = page.used() - 1;
-    page.set_used(used);
-    if used == 0 {
+    if page.count_free_is_last() {
         retire(heap, page, core);
     }
 }

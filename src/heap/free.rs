@@ -7,8 +7,6 @@
 //! own heap; everything else (other threads' blocks, full or emptied pages,
 //! large and huge blocks, errors) goes to `free_checked`.
 
-use core::sync::atomic::Ordering;
-
 use crate::backend::page::{Page, PageKind};
 use crate::backend::region_map::{self, Region};
 use crate::backend::segment::Segment;
@@ -32,11 +30,11 @@ use crate::tls;
 #[inline(always)]
 pub unsafe fn free(ptr: *mut u8, call: Call) {
     let addr = ptr as usize;
-    if region_map::is_segment(addr) {
+    if let Some(segment) = region_map::segment_of(addr) {
         // SAFETY: the chunk is one of our segments, whose header is mapped.
-        let page = unsafe { &*Segment::page_of(addr) };
+        let page = unsafe { &*Segment::page_in(segment, addr) };
         let heap = tls::heap();
-        if page.heap.load(Ordering::Relaxed) == heap as usize
+        if page.owned_by(heap as usize)
             // SAFETY: the page's owner is this thread's heap, checked first.
             && unsafe { page.owner_is_block_start(addr) }
         {
@@ -46,17 +44,14 @@ pub unsafe fn free(ptr: *mut u8, call: Call) {
                 // SAFETY: as above.
                 unsafe { (*block).set_free(page.free.get()) };
                 page.free.set(block);
-                // Written as a decrement and a fresh load, so it compiles to
-                // a memory decrement and a compare.
-                page.set_used(page.used() - 1);
-                if page.used() != 0 {
+                if !page.count_free_is_last() {
                     return;
                 }
                 // SAFETY: as above.
                 return collect::page_emptied(unsafe { &*heap }, page);
             }
         } else {
-            return not_mine(page, addr, heap, call);
+            return not_mine(addr, page, heap, call);
         }
     }
     free_slow(ptr, call)
@@ -65,7 +60,7 @@ pub unsafe fn free(ptr: *mut u8, call: Call) {
 /// free of a block in a page the calling thread does not own (or a full
 /// page it does own).
 #[inline(never)]
-fn not_mine(page: &Page, addr: usize, heap: *mut Heap, call: Call) {
+fn not_mine(addr: usize, page: &Page, heap: *mut Heap, call: Call) {
     match remote::free_foreign(page, addr, heap, call) {
         Foreign::Sent => {}
         Foreign::DoubleFree => diag::fatal(call, addr, HeapError::DoubleFree),

@@ -306,10 +306,6 @@ pub struct Heap {
     pub patrol_next: Owned<usize>,
     /// Pseudo-random state for secure mode's shuffled free lists.
     pub rng: Owned<u64>,
-    /// The owning thread's `fast_bound` (in its TLS), so a new allocation
-    /// limit reaches every thread's fast path; null while no thread owns
-    /// the heap. Changed under the core lock.
-    pub bound_slot: AtomicPtr<AtomicUsize>,
     _pad: [u8; 64],
     /// Blocks of this heap freed by other threads: a lock-free stack of
     /// encoded links, pushed by anyone, taken whole by the owner.
@@ -338,7 +334,6 @@ impl Heap {
             quarantine_next: Owned::new(0),
             patrol_next: Owned::new(0),
             rng: Owned::new(0),
-            bound_slot: AtomicPtr::new(ptr::null_mut()),
             _pad: [0; 64],
             inbox: AtomicUsize::new(0),
             _pad_after: [0; 56],

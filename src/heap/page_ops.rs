@@ -32,24 +32,60 @@ const MIN_EXTEND_BLOCKS: usize = 4;
 #[inline(always)]
 pub unsafe fn pop(page: *mut Page) -> *mut u8 {
     // SAFETY: the caller owns the page.
-    let page_ref = unsafe { &*page };
-    let block = page_ref.free.get();
-    if block.is_null() {
-        return block.cast();
+    let block = unsafe { (*page).free.get() };
+    if !can_pop(page, block) {
+        // SAFETY: as for `pop`.
+        return unsafe { empty_or_corrupted(page) };
     }
-    if CHECKS && (block as usize ^ page as usize) >> SEGMENT_SHIFT != 0 {
-        corrupted_link(page_ref, block as usize);
+    // SAFETY: as for `pop`.
+    unsafe { take(page, block) }
+}
+
+/// True when `block`, the head of the page's free list, can be popped; false
+/// when the list is empty or its head is outside the page's segment (see
+/// `empty_or_corrupted`). One test for both: null is never in the segment.
+#[inline(always)]
+pub fn can_pop(page: *mut Page, block: *mut Block) -> bool {
+    if CHECKS {
+        (block as usize ^ page as usize) >> SEGMENT_SHIFT == 0
+    } else {
+        !block.is_null()
     }
+}
+
+/// Pops `block`, the head of the page's free list, which `can_pop` accepted.
+///
+/// # Safety
+/// As for `pop`.
+#[inline(always)]
+pub unsafe fn take(page: *mut Page, block: *mut Block) -> *mut u8 {
+    // SAFETY: the caller owns the page.
+    let page = unsafe { &*page };
     // SAFETY: the block lies in the page's segment (a carved block unless
     // the list was forged, which needs the secret key).
     let next = unsafe { (*block).next() };
     // SAFETY: as above.
     unsafe { (*block).clear_tag() };
-    page_ref.free.set(next as *mut Block);
-    page_ref.set_used(page_ref.used() + 1);
-    let allocs = &page_ref.allocs;
-    allocs.store(allocs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    page.free.set(next as *mut Block);
+    page.count_alloc();
     block.cast()
+}
+
+/// After `can_pop` said no: returns null when the page's free list is empty,
+/// and ends the process when its head lies outside the page's segment.
+///
+/// # Safety
+/// As for `pop`.
+#[cold]
+#[inline(never)]
+pub unsafe fn empty_or_corrupted(page: *mut Page) -> *mut u8 {
+    // SAFETY: the caller owns the page.
+    let page = unsafe { &*page };
+    let block = page.free.get() as usize;
+    if block != 0 {
+        corrupted_link(page, block);
+    }
+    core::ptr::null_mut()
 }
 
 /// A link of the page's free list led out of its segment: names the block
@@ -94,7 +130,7 @@ pub fn init_small(page: &Page, heap: &Heap, class: usize) {
 /// Moves the page's allocation count into its heap's totals (before the
 /// page is set up again or its span leaves the heap).
 pub fn fold_allocs(page: &Page, heap: &Heap) {
-    let allocs = page.allocs.swap(0, Ordering::Relaxed);
+    let allocs = page.take_allocs();
     HeapStats::bump(&heap.stats.class_allocs[page.class.get() as usize], allocs);
 }
 

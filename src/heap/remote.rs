@@ -98,7 +98,7 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Fore
 /// cache, else towards its owner.
 fn deliver(me: *mut Heap, owner: &Heap, block: *mut Block, size: usize) {
     let class = class_of(size);
-    if class < FOREIGN_CLASSES && !me.is_null() && me != thread::dead_heap() {
+    if class < FOREIGN_CLASSES && thread::is_own(me) {
         // SAFETY: the calling thread's own heap.
         if keep(unsafe { &*me }, class, block, size) {
             return;
@@ -112,7 +112,7 @@ fn deliver(me: *mut Heap, owner: &Heap, block: *mut Block, size: usize) {
 /// left (else the process ends, naming `call`), and is freed for real.
 pub fn quarantine_or_deliver(me: *mut Heap, addr: usize, size: usize, call: Call) -> Foreign {
     secure::scrub_for_quarantine(addr, size);
-    if me.is_null() || me == thread::dead_heap() {
+    if !thread::is_own(me) {
         release_claimed(me, addr);
         return Foreign::Sent;
     }
@@ -156,7 +156,7 @@ fn release_claimed(me: *mut Heap, addr: usize) {
     // SAFETY: a claimed block: its page is a live small page.
     let page = unsafe { &*Segment::page_of(addr) };
     let size = page.block_size();
-    if !me.is_null() && me != thread::dead_heap() {
+    if thread::is_own(me) {
         // SAFETY: the calling thread's own heap.
         let heap = unsafe { &*me };
         if secure::enabled() {
@@ -265,7 +265,7 @@ pub fn return_foreign(me: &Heap) {
 /// Sends a claimed block to its owner, through the calling thread's outbox
 /// when it has a heap.
 fn send(me: *mut Heap, owner: &Heap, block: *mut Block, size: usize) {
-    if me.is_null() || me == thread::dead_heap() {
+    if !thread::is_own(me) {
         SHARED_STATS.remote_blocks.fetch_add(1, Ordering::Relaxed);
         SHARED_STATS
             .remote_bytes

@@ -94,6 +94,16 @@ pub fn aligned_class(size: usize, align: usize) -> Option<usize> {
 }
 
 const _: () = assert!(block_size_of(CLASS_COUNT - 1) == MEDIUM_MAX);
+// A page's live-block count (plus the current page's extra one) fits in
+// the low bits of `Page::counts`.
+const _: () = {
+    let mut class = 0;
+    while class < CLASS_COUNT {
+        let blocks = page_slices_of(class) * SLICE_SIZE / block_size_of(class);
+        assert!(blocks < crate::backend::page::USED_MASK as usize);
+        class += 1;
+    }
+};
 const _: () = assert!(class_of(MEDIUM_MAX) == CLASS_COUNT - 1);
 
 #[cfg(test)]

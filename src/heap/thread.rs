@@ -4,7 +4,7 @@
 //! After that, the thread's allocations go through the core under its lock.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use crate::backend::{self, Core};
 use crate::diag;
@@ -21,13 +21,16 @@ use crate::tls;
 /// A heap in static memory.
 pub struct StaticHeap(pub Heap);
 // SAFETY: the special heaps are only mutated under the core lock (CORE_HEAP)
-// or never (DEAD_HEAP).
+// or never (NO_HEAP).
 unsafe impl Sync for StaticHeap {}
 
-/// The heap pointer of threads past their exit destructor. It owns no pages
-/// and its direct table is empty, so their mallocs all reach the slow path,
-/// which serves them from `CORE_HEAP`.
-pub static DEAD_HEAP: StaticHeap = StaticHeap(Heap::new());
+/// The heap pointer of threads without a heap of their own: before their
+/// first allocation (the initial value of the TLS word, see csrc/tls.c) and
+/// after their exit destructor. It owns no pages and its direct table is
+/// empty, so their mallocs reach the slow path, which gives the thread a
+/// heap or (once it has exited) serves it from `CORE_HEAP`.
+#[unsafe(export_name = "cma_no_heap")]
+pub static NO_HEAP: StaticHeap = StaticHeap(Heap::new());
 
 /// The heap the core allocates from, under its lock, for threads without a
 /// heap of their own. Its pages' owner never equals any thread's heap
@@ -35,8 +38,58 @@ pub static DEAD_HEAP: StaticHeap = StaticHeap(Heap::new());
 pub static CORE_HEAP: StaticHeap = StaticHeap(Heap::new());
 
 #[inline]
-pub fn dead_heap() -> *mut Heap {
-    DEAD_HEAP.0.as_ptr()
+pub fn no_heap() -> *mut Heap {
+    NO_HEAP.0.as_ptr()
+}
+
+/// True when `heap` (a TLS heap pointer) is a heap of the thread's own.
+#[inline]
+pub fn is_own(heap: *mut Heap) -> bool {
+    !heap.is_null() && heap != no_heap()
+}
+
+/// malloc requests below this size take the fast path: 0 until CMA is
+/// initialised, and in secure mode (whose checks are on the slow path);
+/// else one more than the smaller of the fast-path sizes and the
+/// allocation limit. Threads without a heap fail the fast path on
+/// `NO_HEAP`'s empty direct table instead.
+static FAST_BOUND: AtomicUsize = AtomicUsize::new(0);
+
+/// True when a malloc of `size` bytes may take the fast path. On x86_64 a
+/// compare with the bound in memory (a relaxed load, see `sync::peek`) and
+/// a branch.
+#[inline(always)]
+pub fn below_fast_bound(size: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: reads the aligned static word FAST_BOUND, nothing else.
+        unsafe {
+            core::arch::asm!(
+                "cmp {size}, qword ptr [rip + {bound}]",
+                "jae {above}",
+                size = in(reg) size,
+                bound = sym FAST_BOUND,
+                above = label { return false; },
+                options(nostack, readonly),
+            );
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        size < FAST_BOUND.load(Ordering::Relaxed)
+    }
+}
+
+/// Opens (or narrows) the malloc fast path to the current settings and
+/// allocation limit.
+pub fn refresh_fast_bound() {
+    let bound = if settings::secure() {
+        0
+    } else {
+        settings::fast_limit() + 1
+    };
+    FAST_BOUND.store(bound, Ordering::Relaxed);
 }
 
 #[inline]
@@ -49,7 +102,7 @@ static EXIT_KEY_READY: AtomicBool = AtomicBool::new(false);
 
 /// Registers the special heaps for statistics. Part of initialisation.
 pub fn register_special_heaps() {
-    DEAD_HEAP.0.set_state(HeapState::Special);
+    NO_HEAP.0.set_state(HeapState::Special);
     CORE_HEAP.0.set_state(HeapState::Special);
     backend::registry::register(&CORE_HEAP.0);
 }
@@ -67,7 +120,7 @@ pub fn create_exit_key() {
     EXIT_KEY.store(key, Ordering::Relaxed);
     EXIT_KEY_READY.store(true, Ordering::Release);
     let heap = tls::heap();
-    if !heap.is_null() && heap != dead_heap() {
+    if is_own(heap) {
         attach_exit_key(heap);
     }
 }
@@ -88,12 +141,11 @@ fn attach_exit_key(heap: *mut Heap) {
 #[cold]
 pub fn acquire() -> *mut Heap {
     let heap = tls::heap();
-    if !heap.is_null() {
-        return if heap == dead_heap() {
-            core::ptr::null_mut()
-        } else {
-            heap
-        };
+    if is_own(heap) {
+        return heap;
+    }
+    if tls::has_exited() {
+        return core::ptr::null_mut();
     }
     crate::init::ensure();
     let mut core = backend::lock();
@@ -106,40 +158,9 @@ pub fn acquire() -> *mut Heap {
     h.thread_id
         .store(diag::current_thread_id(), Ordering::Relaxed);
     tls::set_heap(heap);
-    // Under the lock, so a concurrent `refresh_fast_bounds` sees the slot.
-    h.bound_slot
-        .store(tls::fast_bound_slot().cast_mut(), Ordering::Relaxed);
-    set_fast_bound(h);
     drop(core);
     attach_exit_key(heap);
     heap
-}
-
-/// Opens (or narrows) the heap owner's malloc fast path to the current
-/// allocation limit.
-fn set_fast_bound(heap: &Heap) {
-    let slot = heap.bound_slot.load(Ordering::Relaxed);
-    if !slot.is_null() {
-        // Secure mode keeps the fast path closed: its checks are on the
-        // slow path.
-        let bound = if settings::secure() {
-            0
-        } else {
-            settings::fast_limit() + 1
-        };
-        // SAFETY: the slot is the owning thread's TLS word, valid while the
-        // heap is owned (cleared, under the core lock, before it is not).
-        unsafe { (*slot).store(bound, Ordering::Relaxed) };
-    }
-}
-
-/// Applies a new allocation limit to every thread's fast path.
-pub fn refresh_fast_bounds() {
-    let _core = backend::lock();
-    backend::registry::for_each_heap(|heap| {
-        // SAFETY: registered heaps are never unmapped.
-        set_fast_bound(unsafe { &*heap });
-    });
 }
 
 /// The pthread key destructor: from here on the thread allocates through
@@ -147,15 +168,14 @@ pub fn refresh_fast_bounds() {
 /// thread to adopt it.
 extern "C" fn on_thread_exit(value: *mut c_void) {
     let heap = value as *mut Heap;
-    if heap.is_null() || heap == dead_heap() {
+    if !is_own(heap) {
         return;
     }
-    tls::set_heap(dead_heap());
+    tls::set_heap(no_heap());
+    tls::set_exited();
     let _errno = crate::os::errno::ErrnoGuard::save();
     // SAFETY: the exiting thread's own heap; no other thread uses it as owner.
     let h = unsafe { &*heap };
-    // SAFETY: the calling thread's own TLS word.
-    unsafe { (*tls::fast_bound_slot()).store(0, Ordering::Relaxed) };
     if secure::enabled() {
         remote::release_quarantine(h);
     }
@@ -163,7 +183,6 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     // wait long for a new thread.
     remote::return_foreign(h);
     let mut core = backend::lock();
-    h.bound_slot.store(core::ptr::null_mut(), Ordering::Relaxed);
     // The heap keeps its pages, empty ones included, so the thread that
     // adopts it starts with a current page in every class it used: a
     // program that keeps starting threads does not go to the core for
@@ -244,7 +263,7 @@ pub fn take_idle_span_caches(
             }
             // SAFETY: swapped out of the slot: the page is ours alone.
             let page = unsafe { &*page };
-            let allocs = page.allocs.swap(0, Ordering::Relaxed);
+            let allocs = page.take_allocs();
             h.stats.taken_allocs[page.class.get() as usize].fetch_add(allocs, Ordering::Relaxed);
             page.free.set(core::ptr::null_mut());
             core.free_page_span(page);
@@ -258,7 +277,7 @@ pub fn take_idle_span_caches(
 /// back (to the core, and to their owners).
 pub fn trim_current() {
     let heap = tls::heap();
-    if heap.is_null() || heap == dead_heap() {
+    if !is_own(heap) {
         return;
     }
     // SAFETY: the calling thread's own heap.
@@ -295,7 +314,7 @@ const ORPHANS_KEPT_WARM: usize = 4;
 pub fn after_fork_in_child(core: &mut Core) {
     let heap = tls::heap();
     core.registry.lose_other_threads_heaps(heap);
-    if !heap.is_null() && heap != dead_heap() {
+    if is_own(heap) {
         // SAFETY: the child's only thread owns this heap.
         unsafe {
             (*heap)

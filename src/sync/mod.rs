@@ -21,6 +21,7 @@
 //! semantics, so loom explores the protocol's interleavings.
 
 pub mod futex;
+pub mod peek;
 pub mod ticket_lock;
 
 pub use ticket_lock::{LockStats, TicketGuard, TicketLock};
