@@ -84,7 +84,11 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Fore
     // foreign free: its frees are then batched through its outbox, instead
     // of each one going to the owner's inbox and a shared counter. It keeps
     // no foreign blocks for reuse until it allocates (`keeps_foreign`).
-    let me = if me.is_null() { thread::acquire() } else { me };
+    let me = if thread::is_own(me) {
+        me
+    } else {
+        thread::acquire()
+    };
     if secure::enabled() {
         return quarantine_or_deliver(me, addr, size, call);
     }

@@ -52,8 +52,13 @@ pub fn is_own(heap: *mut Heap) -> bool {
 /// initialised, and in secure mode (whose checks are on the slow path);
 /// else one more than the smaller of the fast-path sizes and the
 /// allocation limit. Threads without a heap fail the fast path on
-/// `NO_HEAP`'s empty direct table instead.
-static FAST_BOUND: AtomicUsize = AtomicUsize::new(0);
+/// `NO_HEAP`'s empty direct table instead. Every malloc reads it: it has a
+/// cache line of its own, so no write to a neighbour (the purge thread's
+/// futex word, say) takes that line away from the threads.
+static FAST_BOUND: ReadMostly = ReadMostly(AtomicUsize::new(0));
+
+#[repr(C, align(64))]
+struct ReadMostly(AtomicUsize);
 
 /// True when a malloc of `size` bytes may take the fast path. On x86_64 a
 /// compare with the bound in memory (a relaxed load, see `sync::peek`) and
@@ -77,7 +82,7 @@ pub fn below_fast_bound(size: usize) -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        size < FAST_BOUND.load(Ordering::Relaxed)
+        size < FAST_BOUND.0.load(Ordering::Relaxed)
     }
 }
 
@@ -89,7 +94,7 @@ pub fn refresh_fast_bound() {
     } else {
         settings::fast_limit() + 1
     };
-    FAST_BOUND.store(bound, Ordering::Relaxed);
+    FAST_BOUND.0.store(bound, Ordering::Relaxed);
 }
 
 #[inline]
