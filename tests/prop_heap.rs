@@ -1169,6 +1169,33 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
+    /// The checked API must turn `q` (`what`, for the messages) away as an
+    /// invalid pointer: an error code, the same last error, and the
+    /// out-size left as it was.
+    fn expect_invalid_pointer(&mut self, q: *mut c_void, what: &str) -> Result<(), String> {
+        let rc = unsafe { cma_checked_free(q) };
+        if rc == CMA_OK {
+            return Err(self.fatal(format!("cma_checked_free freed {what}")));
+        }
+        ensure!(
+            rc == CMA_ERROR_INVALID_POINTER,
+            "cma_checked_free of {what} = {rc}, expected CMA_ERROR_INVALID_POINTER"
+        );
+        let last = unsafe { cma_last_error() };
+        ensure!(
+            last == rc,
+            "cma_last_error() = {last} after cma_checked_free = {rc}"
+        );
+        let mut size = 12345usize;
+        let rc = unsafe { cma_checked_block_size(q, &mut size) };
+        ensure!(
+            rc == CMA_ERROR_INVALID_POINTER && size == 12345,
+            "cma_checked_block_size of {what} = {rc} (size {size}), expected \
+             CMA_ERROR_INVALID_POINTER"
+        );
+        Ok(())
+    }
+
     fn interior(&mut self, offset: u16) -> Result<(), String> {
         let Some(i) = self.pick() else {
             return Ok(());
@@ -1185,28 +1212,7 @@ impl<'a> Model<'a> {
         }
         for off in offsets {
             let q = (b.ptr + off) as *mut c_void;
-            let rc = unsafe { cma_checked_free(q) };
-            if rc == CMA_OK {
-                return Err(self.fatal(format!(
-                    "cma_checked_free freed the interior pointer {b:?} + {off}"
-                )));
-            }
-            ensure!(
-                rc == CMA_ERROR_INVALID_POINTER,
-                "cma_checked_free of {b:?} + {off} = {rc}, expected CMA_ERROR_INVALID_POINTER"
-            );
-            let last = unsafe { cma_last_error() };
-            ensure!(
-                last == rc,
-                "cma_last_error() = {last} after cma_checked_free = {rc}"
-            );
-            let mut size = 12345usize;
-            let rc = unsafe { cma_checked_block_size(q, &mut size) };
-            ensure!(
-                rc == CMA_ERROR_INVALID_POINTER && size == 12345,
-                "cma_checked_block_size of {b:?} + {off} = {rc} (size {size}), expected \
-                 CMA_ERROR_INVALID_POINTER"
-            );
+            self.expect_invalid_pointer(q, &format!("the interior pointer {b:?} + {off}"))?;
         }
         // Nothing was freed: the block is whole and still CMA's.
         b.check("after interior frees")?;
@@ -1288,20 +1294,7 @@ impl<'a> Model<'a> {
                     on_stack.as_ptr() as *mut c_void,
                     (&on_stack[2]) as *const u64 as *mut c_void,
                 ] {
-                    let rc = unsafe { cma_checked_free(q) };
-                    if rc == CMA_OK {
-                        return Err(self.fatal(format!("cma_checked_free freed the stack {q:?}")));
-                    }
-                    ensure!(
-                        rc == CMA_ERROR_INVALID_POINTER,
-                        "cma_checked_free(stack {q:?}) = {rc}"
-                    );
-                    let mut size = 1usize;
-                    let rc = unsafe { cma_checked_block_size(q, &mut size) };
-                    ensure!(
-                        rc == CMA_ERROR_INVALID_POINTER && size == 1,
-                        "cma_checked_block_size(stack {q:?}) = {rc}"
-                    );
+                    self.expect_invalid_pointer(q, &format!("the stack pointer {q:?}"))?;
                 }
                 let rc = unsafe { cma_checked_free(std::ptr::null_mut()) };
                 ensure!(rc == CMA_OK, "cma_checked_free(NULL) = {rc}");

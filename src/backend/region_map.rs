@@ -61,11 +61,10 @@ pub fn lookup(addr: usize) -> Region {
     }
 }
 
-/// True when `addr` lies in a segment (the fast-path check).
+/// True when `addr` lies in a segment.
 #[inline(always)]
 pub fn is_segment(addr: usize) -> bool {
-    let index = addr >> SEGMENT_SHIFT;
-    index < ENTRIES && entry(index).load(Ordering::Relaxed) == Region::Segment as u8
+    segment_of(addr).is_some()
 }
 
 /// The segment holding `addr`, when the map says the chunk is one (the

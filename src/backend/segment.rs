@@ -51,23 +51,14 @@ impl Segment {
         (addr & !SEGMENT_MASK) as *mut Segment
     }
 
-    /// The descriptor of the slice holding `addr`, in a segment.
-    #[inline(always)]
-    pub fn slice_page(addr: usize) -> *mut Page {
-        let index = (addr >> SLICE_SHIFT) & (SLICES_PER_SEGMENT - 1);
-        (Segment::of(addr) as usize + index * core::mem::size_of::<Page>()) as *mut Page
-    }
-
     /// The head descriptor of the span holding `addr`, in a segment.
     #[inline(always)]
     pub fn page_of(addr: usize) -> *mut Page {
-        // SAFETY: callers checked that `addr` lies in a mapped segment, whose
-        // header holds a descriptor for every slice.
-        unsafe { (*Segment::slice_page(addr)).head.load(Ordering::Relaxed) }
+        Segment::page_in(Segment::of(addr) as usize, addr)
     }
 
     /// The head descriptor of the span holding `addr`, in `segment` (the
-    /// base of the segment holding `addr`).
+    /// base of the segment holding `addr`, mapped: callers checked it).
     #[inline(always)]
     pub fn page_in(segment: usize, addr: usize) -> *mut Page {
         let index = (addr >> SLICE_SHIFT) & (SLICES_PER_SEGMENT - 1);
