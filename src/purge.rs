@@ -18,7 +18,7 @@
 //! the kernel when there is nothing to do. `CMA_BACKGROUND_PURGE=0` turns it
 //! off (for programs that must stay single-threaded).
 
-use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crate::backend::{self, Core};
 use crate::heap::thread;
@@ -54,9 +54,20 @@ pub fn after_release(core: &mut Core) {
     } else if core.next_purge_ms == u64::MAX {
         core.next_purge_ms = now + settings::purge_delay_ms();
     }
-    if core.spans.dirty_bytes >= BACKGROUND_THRESHOLD || core.registry.orphan_count() > 0 {
+    let waiting =
+        core.spans.dirty_bytes >= BACKGROUND_THRESHOLD || core.registry.orphan_count() > 0;
+    if waiting && background_would_oversleep(core) {
         WORK.store(1, Ordering::Release);
     }
+}
+
+/// True when the background thread is not running yet, or sleeps past the
+/// next purge. Only then does `kick` wake it: a program that frees big
+/// blocks all the time would otherwise wake it (a futex call and a context
+/// switch) at every release, although its timeout already covers them.
+fn background_would_oversleep(core: &Core) -> bool {
+    STATE.load(Ordering::Acquire) != RUNNING
+        || core.next_purge_ms < SLEEP_UNTIL.load(Ordering::Relaxed)
 }
 
 /// Purges what is due (everything when `force`); returns the bytes given
@@ -106,6 +117,13 @@ static STATE: AtomicU8 = AtomicU8::new(NOT_STARTED);
 static WORK: AtomicU8 = AtomicU8::new(0);
 /// The thread sleeps on this word; bumped to wake it.
 static WAKE: AtomicU32 = AtomicU32::new(0);
+/// When the thread next looks at the core by itself (ms; `u64::MAX`: not
+/// until woken). Written by the thread under the core lock before it
+/// sleeps, read by `after_release` under the same lock, so a release that
+/// makes a purge due earlier always sees it and wakes the thread. (The
+/// thread reads `WAKE` before taking the lock: a wake between its unlock
+/// and its futex wait is not lost.)
+static SLEEP_UNTIL: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Starts or wakes the background thread if work appeared. Call without the
 /// core lock (starting a thread allocates).
@@ -134,6 +152,7 @@ pub fn kick() {
 pub fn after_fork_in_child() {
     STATE.store(NOT_STARTED, Ordering::Relaxed);
     WORK.store(0, Ordering::Relaxed);
+    SLEEP_UNTIL.store(u64::MAX, Ordering::Relaxed);
 }
 
 fn start() {
@@ -178,6 +197,7 @@ extern "C" fn background(_: *mut libc::c_void) -> *mut libc::c_void {
             if now >= core.next_purge_ms {
                 run(&mut core, now, false);
             }
+            SLEEP_UNTIL.store(core.next_purge_ms, Ordering::Relaxed);
             core.next_purge_ms
         };
         if next_due == u64::MAX {

@@ -95,6 +95,44 @@ fn scenario() {
             assert_eq!(mallinfo2().keepcost, 0, "nothing left to purge");
             assert_eq!(malloc_trim(0), 0, "nothing left to release");
         },
+        Ok("background_purge") => {
+            // Each step frees 16 MiB of 256 KiB blocks (enough to start the
+            // purge thread), then waits without calling the allocator: only
+            // the background thread can give that memory back.
+            fn release_16_mib() {
+                let blocks: Vec<*mut c_void> = (0..64)
+                    .map(|_| black_box(unsafe { malloc(256 << 10) }))
+                    .collect();
+                for &p in &blocks {
+                    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, 256 << 10) };
+                }
+                for p in blocks {
+                    unsafe { free(p) };
+                }
+            }
+            fn wait_until_purged(step: &str) {
+                // The delay is 50 ms; a loaded machine gets 100 times that.
+                for _ in 0..500 {
+                    if unsafe { mallinfo2() }.keepcost == 0 {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                let waiting = unsafe { mallinfo2() }.keepcost;
+                panic!("{step}: {waiting} bytes still wait for a purge after 5 s");
+            }
+            release_16_mib();
+            wait_until_purged("first release (starts the thread)");
+            // The thread now sleeps with nothing due: a release must wake it.
+            release_16_mib();
+            wait_until_purged("release while the thread sleeps with nothing due");
+            // The thread sleeps until the first release is due; the second,
+            // 20 ms later, must be purged on its own time too.
+            release_16_mib();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            release_16_mib();
+            wait_until_purged("second release while the thread waits for the first");
+        }
         Ok("mallinfo") => unsafe {
             let before = mallinfo2();
             let blocks: Vec<*mut c_void> = (0..2000).map(|_| black_box(malloc(1000))).collect();
@@ -231,6 +269,11 @@ fn mallopt_answers_like_glibc() {
 #[test]
 fn malloc_trim_releases_freed_memory() {
     child("trim", &[("CMA_BACKGROUND_PURGE", "0")]);
+}
+
+#[test]
+fn background_thread_purges_an_idle_program() {
+    child("background_purge", &[("CMA_PURGE_DELAY_MS", "50")]);
 }
 
 #[test]
