@@ -15,3 +15,13 @@ pub mod size_class;
 pub mod thread;
 
 pub use heap::Heap;
+
+/// The exported C entry points, for the lib tests that drive the heap the
+/// way a program does.
+#[cfg(test)]
+pub mod c_entry {
+    unsafe extern "C" {
+        pub fn malloc(size: usize) -> *mut u8;
+        pub fn free(ptr: *mut u8);
+    }
+}

@@ -349,13 +349,9 @@ fn splice(owner: &Heap, head: *mut Block, tail: *mut Block) {
 
 #[cfg(test)]
 mod tests {
+    use crate::heap::c_entry::{free, malloc};
     use crate::heap::thread;
     use crate::tls;
-
-    unsafe extern "C" {
-        fn malloc(size: usize) -> *mut u8;
-        fn free(ptr: *mut u8);
-    }
 
     /// A thread that only frees (a consumer) gets a heap of its own on its
     /// first foreign free, so its frees are batched through its outbox
