@@ -15,7 +15,7 @@ use crate::heap::page_ops;
 use crate::heap::remote;
 use crate::heap::secure;
 use crate::heap::size_class::{
-    SLOT_CLASS, aligned_class, block_size_of, class_of, direct_slot, page_slices_of,
+    SLOT_CLASS, aligned_class, block_size, class_of, direct_slot, page_slices_of,
 };
 use crate::heap::thread;
 use crate::settings;
@@ -91,7 +91,7 @@ pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
     let block = match route(size, align) {
         Route::Class(class) => {
             let block = alloc_in_class(heap, class, &mut CoreAccess::Take);
-            Block::new(block, block_size_of(class), false)
+            Block::new(block, block_size(class), false)
         }
         Route::Large => alloc_large(size, align),
         Route::Huge => alloc_huge(size, align),
@@ -110,7 +110,7 @@ fn allocate_through_core(size: usize, align: usize, zero: bool) -> *mut u8 {
             let mut core = backend::lock();
             let block =
                 alloc_in_class(thread::core_heap(), class, &mut CoreAccess::Held(&mut core));
-            Block::new(block, block_size_of(class), false)
+            Block::new(block, block_size(class), false)
         }
         Route::Large => alloc_large(size, align),
         Route::Huge => alloc_huge(size, align),
@@ -140,7 +140,7 @@ fn allocate_internal(size: usize, align: usize, zero: bool) -> *mut u8 {
 pub fn usable_size_for(size: usize, align: usize) -> usize {
     let padded = secure::padded(size);
     match route(padded, align.max(MIN_ALIGN)) {
-        Route::Class(class) => secure::usable(block_size_of(class)),
+        Route::Class(class) => secure::usable(block_size(class)),
         Route::Large => secure::usable(backend::large_block_size(backend::large_slices(padded))),
         Route::Huge => {
             let offset = align.max(crate::config::OS_PAGE_SIZE);

@@ -31,7 +31,7 @@ use crate::heap::block::{Block, encode, tag_of};
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, HeapStats, Outbox, SHARED_STATS};
 use crate::heap::secure;
-use crate::heap::size_class::{FOREIGN_CLASSES, block_size_of, class_of};
+use crate::heap::size_class::{FOREIGN_CLASSES, block_size};
 use crate::heap::thread;
 
 /// Blocks an outbox collects before it is sent.
@@ -94,14 +94,14 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Fore
     }
     // SAFETY: heaps are never unmapped: the owner pointer stays valid even if
     // its thread has exited.
-    deliver(me, unsafe { &*(owner as *const Heap) }, block, size);
+    deliver(me, page, unsafe { &*(owner as *const Heap) }, block);
     Foreign::Sent
 }
 
-/// Hands a claimed block of another heap to the calling thread's foreign
-/// cache, else towards its owner.
-fn deliver(me: *mut Heap, owner: &Heap, block: *mut Block, size: usize) {
-    let class = class_of(size);
+/// Hands a claimed block of another heap's `page` to the calling thread's
+/// foreign cache, else towards its owner.
+fn deliver(me: *mut Heap, page: &Page, owner: &Heap, block: *mut Block) {
+    let (class, size) = (page.class.get() as usize, page.block_size());
     if class < FOREIGN_CLASSES && thread::is_own(me) {
         // SAFETY: the calling thread's own heap.
         if keep(unsafe { &*me }, class, block, size) {
@@ -176,9 +176,9 @@ fn release_claimed(me: *mut Heap, addr: usize) {
     // SAFETY: heaps are never unmapped.
     deliver(
         me,
+        page,
         unsafe { &*(page.owner() as *const Heap) },
         addr as *mut Block,
-        size,
     );
 }
 
@@ -231,7 +231,7 @@ pub fn pop_foreign(me: &Heap, class: usize) -> *mut u8 {
     me.foreign_count[class].set(me.foreign_count[class].get() - 1);
     // SAFETY: as above.
     unsafe { (*block).clear_tag() };
-    let size = block_size_of(class) as u64;
+    let size = block_size(class) as u64;
     HeapStats::bump(&me.stats.reused_blocks, 1);
     HeapStats::bump(&me.stats.reused_bytes, size);
     HeapStats::bump(&me.stats.class_allocs[class], 1);

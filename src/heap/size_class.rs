@@ -55,6 +55,24 @@ pub const fn block_size_of(class: usize) -> usize {
     }
 }
 
+/// Block size of each class, for run-time lookups (one load instead of
+/// `block_size_of`'s arithmetic).
+static BLOCK_SIZES: [u32; CLASS_COUNT] = {
+    let mut table = [0u32; CLASS_COUNT];
+    let mut class = 0;
+    while class < CLASS_COUNT {
+        table[class] = block_size_of(class) as u32;
+        class += 1;
+    }
+    table
+};
+
+/// Block size of `class` (< `CLASS_COUNT`), looked up.
+#[inline]
+pub fn block_size(class: usize) -> usize {
+    BLOCK_SIZES[class] as usize
+}
+
 /// Slices in a page of `class`: enough for at least eight blocks, rounded up
 /// to a power of two.
 pub const fn page_slices_of(class: usize) -> usize {
