@@ -4,7 +4,8 @@
 //! `CMA_PURGE_DELAY_MS`, so a program that frees and soon allocates again
 //! does not pay for page faults; after that delay it is decommitted
 //! (`madvise(MADV_DONTNEED)`: the mapping stays, the physical pages go), and
-//! empty segments beyond a couple are unmapped. Heaps of exited threads that
+//! empty segments beyond a couple are unmapped (those too after two delays
+//! empty). Heaps of exited threads that
 //! nobody adopted within the delay give back their empty pages as well, and
 //! so do the span caches of threads that went idle.
 //!

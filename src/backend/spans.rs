@@ -5,7 +5,8 @@
 //! Free spans remember whether their memory may still be backed by physical
 //! pages (`committed`) and when they were freed. `purge` gives the memory of
 //! spans free for long enough back to the OS (madvise, the mapping stays) and
-//! unmaps empty segments beyond a few; `dirty_bytes` says how much memory a
+//! unmaps empty segments beyond a few (and those after a while);
+//! `dirty_bytes` says how much memory a
 //! purge could give back.
 
 use core::ptr;
@@ -16,8 +17,12 @@ use crate::backend::segment::Segment;
 use crate::config::{FIRST_USABLE_SLICE, SLICE_SIZE, SLICES_PER_SEGMENT, USABLE_SLICES};
 use crate::os::mmap;
 
-/// Empty segments kept mapped (their memory purged) for reuse.
+/// Empty segments kept mapped (their memory purged) for reuse, as long as
+/// they have been empty for less than `EMPTY_SEGMENT_IDLE_DELAYS` purge
+/// delays: a program whose memory goes up and down keeps them, one that has
+/// gone quiet gives back their headers and address space too.
 const KEEP_EMPTY_SEGMENTS: usize = 2;
+const EMPTY_SEGMENT_IDLE_DELAYS: u64 = 2;
 /// Beyond this many, an emptied segment is unmapped at once.
 const MAX_EMPTY_SEGMENTS: usize = 8;
 
@@ -48,6 +53,13 @@ pub struct Purged {
     pub bytes: usize,
     /// When the oldest span still dirty becomes due (ms), if any.
     pub next_due_ms: Option<u64>,
+}
+
+impl Purged {
+    /// Records that something becomes due at `ms`.
+    fn note_due(&mut self, ms: u64) {
+        self.next_due_ms = Some(self.next_due_ms.map_or(ms, |d| d.min(ms)));
+    }
 }
 
 impl Spans {
@@ -169,7 +181,9 @@ impl Spans {
 
     /// Gives back the memory of free spans freed at least `delay_ms` before
     /// `now_ms` (all of them when `force`): their pages are decommitted, and
-    /// empty segments beyond `KEEP_EMPTY_SEGMENTS` are unmapped. With
+    /// empty segments beyond `KEEP_EMPTY_SEGMENTS` are unmapped, the kept
+    /// ones too after `EMPTY_SEGMENT_IDLE_DELAYS` delays empty (not by a
+    /// `keep_dirty` purge, which only trims the backed reserve). With
     /// `keep_dirty`, stops early once no more than that many bytes wait.
     pub fn purge(
         &mut self,
@@ -193,24 +207,35 @@ impl Spans {
             while index < SLICES_PER_SEGMENT {
                 let page = &pages[index];
                 let count = page.slice_count().max(1);
-                if page.kind() == PageKind::Free && page.committed.get() {
-                    let due = page.freed_at_ms.get().saturating_add(delay_ms);
-                    if force || now_ms >= due {
-                        purged.bytes += self.decommit(page);
-                        if count == USABLE_SLICES && self.empty_segments > KEEP_EMPTY_SEGMENTS {
-                            self.release_segment(segment, page);
-                            break;
-                        }
-                    } else {
-                        purged.next_due_ms = Some(purged.next_due_ms.map_or(due, |d| d.min(due)));
+                if page.kind() != PageKind::Free {
+                    index += count;
+                    continue;
+                }
+                let freed_at = page.freed_at_ms.get();
+                let due = freed_at.saturating_add(delay_ms);
+                if page.committed.get() {
+                    if !force && now_ms < due {
+                        purged.note_due(due);
+                        index += count;
+                        continue;
                     }
-                } else if page.kind() == PageKind::Free
-                    && count == USABLE_SLICES
-                    && self.empty_segments > KEEP_EMPTY_SEGMENTS
-                    && (force || now_ms >= page.freed_at_ms.get().saturating_add(delay_ms))
-                {
-                    self.release_segment(segment, page);
-                    break;
+                    purged.bytes += self.decommit(page);
+                }
+                if count == USABLE_SLICES {
+                    // An empty segment: unmapped beyond the few kept for
+                    // reuse, and those too once empty for a while (not in a
+                    // purge that only trims the dirty reserve).
+                    let idle_due = freed_at.saturating_add(EMPTY_SEGMENT_IDLE_DELAYS * delay_ms);
+                    let timed = keep_dirty.is_none();
+                    let beyond_kept =
+                        self.empty_segments > KEEP_EMPTY_SEGMENTS && (force || now_ms >= due);
+                    if beyond_kept || (timed && (force || now_ms >= idle_due)) {
+                        self.release_segment(segment, page);
+                        break;
+                    }
+                    if timed {
+                        purged.note_due(idle_due);
+                    }
                 }
                 index += count;
             }
