@@ -8,12 +8,14 @@
 //! cma-stats: allocations 1234 frees 1200 live_blocks 34 live_bytes 5678 peak_bytes 9999 internal_blocks 1
 //! cma-stats: mapped_bytes 8388608 peak_mapped_bytes 8388608 segments 2 rss_bytes 3145728
 //! cma-stats: lock_acquisitions 40 lock_contended 2 lock_futex_waits 1 lock_longest_queue 1
-//! cma-stats: class 3 block_size 64 requests 100 live 7 live_bytes 448 peak_bytes 1024
+//! cma-stats: class 3 block_size 64 requests 100 live 7 live_bytes 448 peak_bytes 1024 pages 1 free_blocks 57
 //! cma-stats: large requests 2 live 1 live_bytes 262144 peak_bytes 524288
 //! cma-stats: huge requests 1 live 0 live_bytes 0 peak_bytes 10485760
 //! ```
 //!
-//! Class rows appear for classes that were used. Per-class live counts
+//! Class rows appear for classes that were used; `pages` are the pages of
+//! the class and `free_blocks` the blocks carved in them that are not
+//! handed out (memory the class holds but does not use). Per-class live counts
 //! include blocks freed by another thread but not yet collected by their
 //! owner; the totals line does not. The rows also count the blocks libc
 //! allocated on CMA's behalf (`internal_blocks`), which the totals leave
@@ -105,6 +107,14 @@ pub fn write_stats_report() {
                 .num(row.live_bytes.max(0) as u64)
                 .str(" peak_bytes")
                 .num(stats::peak_of_row(index));
+            if index < CLASS_COUNT {
+                // How well the class's pages are used: carved blocks not
+                // handed out stay resident (fragmentation).
+                line.str(" pages")
+                    .num(row.pages)
+                    .str(" free_blocks")
+                    .num(row.free.max(0) as u64);
+            }
         });
     }
 }

@@ -49,6 +49,8 @@ pub struct Row {
     pub live_bytes: i64,
     /// Free blocks carved in pages (small classes only).
     pub free: i64,
+    /// Pages holding blocks of the class (small classes only).
+    pub pages: u64,
 }
 
 /// Everything a reading adds up.
@@ -134,6 +136,7 @@ fn detail(core: &Core) -> Detail {
                 row.live += live;
                 row.live_bytes += live * page.block_size() as i64;
                 row.free += page.capacity.load(Ordering::Relaxed) as i64 - live;
+                row.pages += 1;
             }
         }
     });

@@ -232,6 +232,14 @@ fn stats_report_at_exit_adds_up() {
         .expect("48-byte class row");
     assert!(get(class_48, "live") >= LIVE_SMALL as u64, "{report}");
     assert!(get(class_48, "peak_bytes") >= get(class_48, "live_bytes"));
+    // Utilization: the blocks carved in the class's pages (live or free)
+    // fit in those pages (a 48-byte page is one 64 KiB slice).
+    let (pages, carved) = (
+        get(class_48, "pages"),
+        get(class_48, "live") + get(class_48, "free_blocks"),
+    );
+    assert!(pages >= 1, "{report}");
+    assert!(carved <= pages * (64 << 10) / SMALL_SIZE as u64, "{report}");
     let large = &fields(&report, "large")[0];
     let huge = &fields(&report, "huge")[0];
     assert_eq!(get(large, "live"), 2, "{report}");
