@@ -5,9 +5,9 @@
 //! does not pay for page faults; after that delay it is decommitted
 //! (`madvise(MADV_DONTNEED)`: the mapping stays, the physical pages go), and
 //! empty segments beyond a couple are unmapped (those too after two delays
-//! empty). Heaps of exited threads that
-//! nobody adopted within the delay give back their empty pages as well, and
-//! so do the span caches of threads that went idle.
+//! empty). Heaps of exited threads that nobody adopted within the delay
+//! give back their empty pages as well, and so do the span caches of
+//! threads that went idle.
 //!
 //! A purge runs when the core is next used after the delay, at once when
 //! more free memory waits than `dirty_budget` allows (an eighth of what is

@@ -6,8 +6,7 @@
 //! pages (`committed`) and when they were freed. `purge` gives the memory of
 //! spans free for long enough back to the OS (madvise, the mapping stays) and
 //! unmaps empty segments beyond a few (and those after a while);
-//! `dirty_bytes` says how much memory a
-//! purge could give back.
+//! `dirty_bytes` says how much memory a purge could give back.
 
 use core::ptr;
 use core::sync::atomic::Ordering;
