@@ -147,6 +147,26 @@ fn scenario() {
                 m.arena <= mapped_before + SEGMENT
             });
         }
+        Ok("span_cache") => unsafe {
+            // Four pages of 120 KiB blocks (1 MiB each, 8 blocks a page),
+            // emptied: a thread keeps at most 512 KiB of empty pages for
+            // itself; the rest goes back to the core, where a purge (or
+            // another size) can use it.
+            const BLOCK: usize = 120 << 10;
+            let before = mallinfo2().keepcost;
+            let blocks: Vec<*mut c_void> = (0..32).map(|_| black_box(malloc(BLOCK))).collect();
+            for &p in &blocks {
+                std::ptr::write_bytes(p.cast::<u8>(), 1, BLOCK);
+            }
+            for p in blocks {
+                free(p);
+            }
+            let returned = mallinfo2().keepcost - before;
+            assert!(
+                returned >= (4 << 20) - (512 << 10),
+                "only {returned} bytes of 4 MiB of emptied pages reached the core"
+            );
+        },
         Ok("mallinfo") => unsafe {
             let before = mallinfo2();
             let blocks: Vec<*mut c_void> = (0..2000).map(|_| black_box(malloc(1000))).collect();
@@ -272,6 +292,17 @@ fn settings_are_reported_and_unknown_ones_warned_about() {
     assert!(out.contains("unknown setting CMA_NO_SUCH_SETTING"), "{out}");
     let out = child("none", &[("CMA_SECURE", "maybe")]);
     assert!(out.contains("CMA_SECURE: expected"), "{out}");
+}
+
+#[test]
+fn emptied_pages_beyond_a_small_cache_go_back_to_the_core() {
+    child(
+        "span_cache",
+        &[
+            ("CMA_BACKGROUND_PURGE", "0"),
+            ("CMA_PURGE_DELAY_MS", "600000"),
+        ],
+    );
 }
 
 #[test]
