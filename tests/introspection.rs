@@ -167,6 +167,21 @@ fn scenario() {
                 "only {returned} bytes of 4 MiB of emptied pages reached the core"
             );
         },
+        Ok("large_steps") => unsafe {
+            // A 200 KiB buffer grown and shrunk 64 bytes at a time, within
+            // the same 64 KiB slices most of the way, contents kept.
+            let mut len = 200 << 10;
+            let mut p = black_box(malloc(len)).cast::<u8>();
+            std::ptr::write_bytes(p, 7, len);
+            for step in 0..4000 {
+                len = if step < 2000 { len + 64 } else { len - 64 };
+                p = libc::realloc(p.cast(), len).cast::<u8>();
+                assert!(!p.is_null());
+                assert_eq!(*p, 7);
+                assert_eq!(*p.add((200 << 10) - 1), 7);
+            }
+            free(p.cast());
+        },
         Ok("mallinfo") => unsafe {
             let before = mallinfo2();
             let blocks: Vec<*mut c_void> = (0..2000).map(|_| black_box(malloc(1000))).collect();
@@ -303,6 +318,15 @@ fn emptied_pages_beyond_a_small_cache_go_back_to_the_core() {
             ("CMA_PURGE_DELAY_MS", "600000"),
         ],
     );
+}
+
+/// Resizing a large block within its slices needs no lock: 4000 steps
+/// took the core lock 4000 times when every one went through the core.
+#[test]
+fn large_realloc_within_its_slices_skips_the_core_lock() {
+    let report = child("large_steps", &[("CMA_STATS", "1")]);
+    let lock = &fields(&report, "lock_acquisitions")[0];
+    assert!(get(lock, "lock_acquisitions") < 200, "{report}");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 
 use core::ptr;
 
-use crate::backend::{self, huge};
+use crate::backend::page::{Page, PageKind};
+use crate::backend::{self, guard, huge};
 use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN};
 use crate::diag::{Call, HeapError};
 use crate::heap::alloc;
@@ -44,6 +45,9 @@ pub fn realloc(ptr: *mut u8, size: usize, call: Call) -> Result<*mut u8, Realloc
             secure::usable(page.block_size())
         }
         Location::Large(page) => {
+            if fits_its_slices(page, addr, size) {
+                return Ok(ptr);
+            }
             let mut core = backend::lock();
             let bytes = core.validate_large(page, addr)?;
             secure::check(addr, bytes)?;
@@ -80,6 +84,22 @@ pub fn realloc(ptr: *mut u8, size: usize, call: Call) -> Result<*mut u8, Realloc
     unsafe { ptr::copy_nonoverlapping(ptr, new, usable.min(size)) };
     free::free_checked(ptr, call)?;
     Ok(new)
+}
+
+/// True when `addr` is the live large block of `head` and `size` bytes
+/// fill the same number of slices: the block is resized where it is with
+/// nothing to change, and without the core lock (a chain of small steps on
+/// a big buffer took the lock at every step). Any other case, and secure
+/// mode or guard pages, go through the core.
+fn fits_its_slices(head: &Page, addr: usize, size: usize) -> bool {
+    !secure::enabled()
+        && guard::bytes() == 0
+        && head.kind() == PageKind::Large
+        && head.start() == addr
+        && size > MEDIUM_MAX
+        && size <= LARGE_MAX
+        && size <= settings::size_limit()
+        && backend::large_slices(size) == head.slice_count()
 }
 
 /// Grows or shrinks a huge mapping, moving its pages (not copying bytes)
