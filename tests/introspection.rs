@@ -182,6 +182,31 @@ fn scenario() {
             }
             free(p.cast());
         },
+        Ok("dirty_first") => unsafe {
+            // A clean free span of 3 slices (X, purged) and a dirty one of 6
+            // (Y, just freed), each between live blocks: a 3-slice request
+            // takes the dirty one, whose pages need no faults.
+            const THREE_SLICES: usize = 150 << 10;
+            const SIX_SLICES: usize = 350 << 10;
+            let guard = |size| {
+                let p = black_box(malloc(size));
+                std::ptr::write_bytes(p.cast::<u8>(), 1, size);
+                p
+            };
+            let before = guard(THREE_SLICES);
+            let x = guard(THREE_SLICES);
+            let between = guard(THREE_SLICES);
+            let y = guard(SIX_SLICES);
+            let after = guard(THREE_SLICES);
+            free(x);
+            malloc_trim(0);
+            free(y);
+            let z = black_box(malloc(THREE_SLICES));
+            assert_eq!(z, y, "took {z:?}: x (clean) is {x:?}, y (dirty) is {y:?}");
+            for p in [before, between, after, z] {
+                free(p);
+            }
+        },
         Ok("mallinfo") => unsafe {
             let before = mallinfo2();
             let blocks: Vec<*mut c_void> = (0..2000).map(|_| black_box(malloc(1000))).collect();
@@ -327,6 +352,11 @@ fn large_realloc_within_its_slices_skips_the_core_lock() {
     let report = child("large_steps", &[("CMA_STATS", "1")]);
     let lock = &fields(&report, "lock_acquisitions")[0];
     assert!(get(lock, "lock_acquisitions") < 200, "{report}");
+}
+
+#[test]
+fn a_dirty_span_is_reused_before_a_clean_one() {
+    child("dirty_first", &[("CMA_BACKGROUND_PURGE", "0")]);
 }
 
 #[test]

@@ -24,6 +24,14 @@ const KEEP_EMPTY_SEGMENTS: usize = 2;
 const EMPTY_SEGMENT_IDLE_DELAYS: u64 = 2;
 /// Beyond this many, an emptied segment is unmapped at once.
 const MAX_EMPTY_SEGMENTS: usize = 8;
+/// A dirty free span up to this many times the length asked for is taken
+/// before a clean span that fits better: its pages are still backed, so
+/// they need no page faults, and the clean span stays unbacked. (Taking
+/// dirty spans of any length first splits long dirty runs for short
+/// requests: realloc_chain then grew into fresh spans, peak RSS +8%.
+/// Best fit alone made mem_steady fault 65,000 times a second, three times
+/// as often, refaulting clean spans while dirty ones waited to be purged.)
+const DIRTY_REACH: usize = 4;
 
 pub struct Spans {
     /// Free spans by state (`CLEAN`: decommitted, `DIRTY`: maybe backed)
@@ -260,13 +268,24 @@ impl Spans {
         bytes
     }
 
-    /// Finds a free span holding an aligned run of `slices`: the best fit
-    /// (the shortest span that holds it), a dirty one before a clean one of
-    /// the same length. (Dirty spans of any length first would split long
-    /// dirty spans for short requests: the long runs that large blocks need
-    /// would fragment, and the segments mapped grow.)
+    /// Finds a free span holding an aligned run of `slices`: the shortest
+    /// dirty span up to `DIRTY_REACH` times as long, else the best fit (the
+    /// shortest span that holds it), a dirty one before a clean one of the
+    /// same length.
     fn find(&self, slices: usize, align: usize) -> Option<(*mut Page, usize)> {
         let fits = !((1u64 << slices) - 1);
+        let reach = match slices * DIRTY_REACH {
+            bins if bins >= 64 => u64::MAX,
+            bins => (1u64 << bins) - 1,
+        };
+        let mut dirty = self.nonempty[DIRTY] & fits & reach;
+        while dirty != 0 {
+            let bin = dirty.trailing_zeros() as usize;
+            dirty &= dirty - 1;
+            if let Some(found) = self.find_in_bin(DIRTY, bin, slices, align) {
+                return Some(found);
+            }
+        }
         let mut candidates = (self.nonempty[DIRTY] | self.nonempty[CLEAN]) & fits;
         while candidates != 0 {
             let bin = candidates.trailing_zeros() as usize;
