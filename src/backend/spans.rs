@@ -29,8 +29,9 @@ const MAX_EMPTY_SEGMENTS: usize = 8;
 /// they need no page faults, and the clean span stays unbacked. (Taking
 /// dirty spans of any length first splits long dirty runs for short
 /// requests: realloc_chain then grew into fresh spans, peak RSS +8%.
-/// Best fit alone made mem_steady fault 65,000 times a second, three times
-/// as often, refaulting clean spans while dirty ones waited to be purged.)
+/// Best fit alone made mem_steady fault 65,000-100,000 times a second,
+/// three to four times as often, refaulting clean spans while dirty ones
+/// waited to be purged. The price is address space: docs/MEMORY.md.)
 const DIRTY_REACH: usize = 4;
 
 pub struct Spans {
