@@ -182,6 +182,21 @@ fn scenario() {
             }
             free(p.cast());
         },
+        Ok("dirty_budget") => unsafe {
+            // 64 MiB of 256 KiB blocks freed, with no purge delay due and no
+            // background thread: the memory left backed stays within the
+            // budget (16 MiB when almost nothing is in use), not 64 MiB.
+            const BLOCK: usize = 256 << 10;
+            let blocks: Vec<*mut c_void> = (0..256).map(|_| black_box(malloc(BLOCK))).collect();
+            for &p in &blocks {
+                std::ptr::write_bytes(p.cast::<u8>(), 1, BLOCK);
+            }
+            for p in blocks {
+                free(p);
+            }
+            let waiting = mallinfo2().keepcost;
+            assert!(waiting > 0 && waiting <= 16 << 20, "{waiting} bytes wait");
+        },
         Ok("dirty_first") => unsafe {
             // A clean free span of 3 slices (X, purged) and a dirty one of 6
             // (Y, just freed), each between live blocks: a 3-slice request
@@ -352,6 +367,17 @@ fn large_realloc_within_its_slices_skips_the_core_lock() {
     let report = child("large_steps", &[("CMA_STATS", "1")]);
     let lock = &fields(&report, "lock_acquisitions")[0];
     assert!(get(lock, "lock_acquisitions") < 200, "{report}");
+}
+
+#[test]
+fn freed_memory_kept_backed_stays_within_the_budget() {
+    child(
+        "dirty_budget",
+        &[
+            ("CMA_BACKGROUND_PURGE", "0"),
+            ("CMA_PURGE_DELAY_MS", "600000"),
+        ],
+    );
 }
 
 #[test]
