@@ -203,8 +203,10 @@ impl Core {
     /// Checks that `addr` is the live large block of span `head`; returns
     /// its block size.
     pub fn validate_large(&self, head: &Page, addr: usize) -> Result<usize, HeapError> {
+        if head.is_large_block_at(addr) {
+            return Ok(head.block_size());
+        }
         let error = match head.kind() {
-            PageKind::Large if head.start() == addr => return Ok(head.block_size()),
             PageKind::Free => HeapError::DoubleFree,
             PageKind::Large | PageKind::None | PageKind::Small => HeapError::InvalidPointer,
         };

@@ -289,6 +289,13 @@ impl Page {
         self.start.load(Ordering::Relaxed)
     }
 
+    /// True when this span is a large block starting at `addr` (the
+    /// descriptor says so; the caller decides whether that may race).
+    #[inline]
+    pub fn is_large_block_at(&self, addr: usize) -> bool {
+        self.kind() == PageKind::Large && self.start() == addr
+    }
+
     #[inline(always)]
     pub fn slice_count(&self) -> usize {
         self.slice_count.load(Ordering::Relaxed) as usize

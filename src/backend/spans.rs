@@ -279,19 +279,26 @@ impl Spans {
             bins if bins >= 64 => u64::MAX,
             bins => (1u64 << bins) - 1,
         };
-        let mut dirty = self.nonempty[DIRTY] & fits & reach;
-        while dirty != 0 {
-            let bin = dirty.trailing_zeros() as usize;
-            dirty &= dirty - 1;
-            if let Some(found) = self.find_in_bin(DIRTY, bin, slices, align) {
-                return Some(found);
-            }
-        }
-        let mut candidates = (self.nonempty[DIRTY] | self.nonempty[CLEAN]) & fits;
-        while candidates != 0 {
-            let bin = candidates.trailing_zeros() as usize;
-            candidates &= candidates - 1;
-            for state in [DIRTY, CLEAN] {
+        self.shortest_in(self.nonempty[DIRTY] & fits & reach, &[DIRTY], slices, align)
+            .or_else(|| {
+                let candidates = (self.nonempty[DIRTY] | self.nonempty[CLEAN]) & fits;
+                self.shortest_in(candidates, &[DIRTY, CLEAN], slices, align)
+            })
+    }
+
+    /// The first span that holds the run, trying the bins whose bits are set
+    /// in `bins` from the shortest up, and in each the `states` in order.
+    fn shortest_in(
+        &self,
+        mut bins: u64,
+        states: &[usize],
+        slices: usize,
+        align: usize,
+    ) -> Option<(*mut Page, usize)> {
+        while bins != 0 {
+            let bin = bins.trailing_zeros() as usize;
+            bins &= bins - 1;
+            for &state in states {
                 if let Some(found) = self.find_in_bin(state, bin, slices, align) {
                     return Some(found);
                 }

@@ -4,7 +4,7 @@
 
 use core::ptr;
 
-use crate::backend::page::{Page, PageKind};
+use crate::backend::page::Page;
 use crate::backend::{self, guard, huge};
 use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN};
 use crate::diag::{Call, HeapError};
@@ -94,8 +94,7 @@ pub fn realloc(ptr: *mut u8, size: usize, call: Call) -> Result<*mut u8, Realloc
 fn fits_its_slices(head: &Page, addr: usize, size: usize) -> bool {
     !secure::enabled()
         && guard::bytes() == 0
-        && head.kind() == PageKind::Large
-        && head.start() == addr
+        && head.is_large_block_at(addr)
         && size > MEDIUM_MAX
         && size <= LARGE_MAX
         && size <= settings::size_limit()
