@@ -55,20 +55,34 @@ fn child(name: &str, env: &[(&str, &str)]) -> String {
 const LIVE_SMALL: usize = 300;
 const SMALL_SIZE: usize = 48;
 
+/// A block of `size` bytes, every byte written (so its pages are backed).
+/// (black_box: the compiler may drop an allocation it sees unused.)
+fn touched(size: usize) -> *mut c_void {
+    let p = black_box(unsafe { malloc(size) });
+    assert!(!p.is_null());
+    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, size) };
+    p
+}
+
+/// Allocates `count` touched blocks of `size` bytes, then frees them all.
+fn touch_and_free(count: usize, size: usize) {
+    let blocks: Vec<*mut c_void> = (0..count).map(|_| touched(size)).collect();
+    for p in blocks {
+        unsafe { free(p) };
+    }
+}
+
 /// Entry point of the child processes (does nothing in a normal run).
 #[test]
 fn scenario() {
     match std::env::var("TEST_SCENARIO").as_deref() {
         Ok("report") => unsafe {
             // Live at exit: LIVE_SMALL blocks of 48 bytes, 2 large, 1 huge.
-            // (black_box: the compiler may drop an allocation it sees unused.)
             for _ in 0..LIVE_SMALL {
-                let p = black_box(malloc(SMALL_SIZE));
-                std::ptr::write_bytes(p.cast::<u8>(), 1, SMALL_SIZE);
+                touched(SMALL_SIZE);
             }
             for size in [300_000usize, 400_000, 5 << 20] {
-                let p = black_box(malloc(size));
-                std::ptr::write_bytes(p.cast::<u8>(), 1, size);
+                touched(size);
             }
             // And some churn that is freed again.
             for i in 0..1000 {
@@ -83,13 +97,7 @@ fn scenario() {
         },
         Ok("trim") => unsafe {
             // 32 MiB freed (below the size purged at once): trim releases it.
-            let blocks: Vec<*mut c_void> = (0..128).map(|_| black_box(malloc(256 << 10))).collect();
-            for &p in &blocks {
-                std::ptr::write_bytes(p.cast::<u8>(), 1, 256 << 10);
-            }
-            for p in blocks {
-                free(p);
-            }
+            touch_and_free(128, 256 << 10);
             assert!(mallinfo2().keepcost > 0, "freed memory waits for a purge");
             assert_eq!(malloc_trim(0), 1, "something to release");
             assert_eq!(mallinfo2().keepcost, 0, "nothing left to purge");
@@ -100,15 +108,7 @@ fn scenario() {
             // purge thread), then waits without calling the allocator: only
             // the background thread can give that memory back.
             fn release_16_mib() {
-                let blocks: Vec<*mut c_void> = (0..64)
-                    .map(|_| black_box(unsafe { malloc(256 << 10) }))
-                    .collect();
-                for &p in &blocks {
-                    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, 256 << 10) };
-                }
-                for p in blocks {
-                    unsafe { free(p) };
-                }
+                touch_and_free(64, 256 << 10);
             }
             /// Waits until `done` holds of mallinfo2 (the delay is 50 ms;
             /// a loaded machine gets 100 times that).
@@ -154,13 +154,7 @@ fn scenario() {
             // another size) can use it.
             const BLOCK: usize = 120 << 10;
             let before = mallinfo2().keepcost;
-            let blocks: Vec<*mut c_void> = (0..32).map(|_| black_box(malloc(BLOCK))).collect();
-            for &p in &blocks {
-                std::ptr::write_bytes(p.cast::<u8>(), 1, BLOCK);
-            }
-            for p in blocks {
-                free(p);
-            }
+            touch_and_free(32, BLOCK);
             let returned = mallinfo2().keepcost - before;
             assert!(
                 returned >= (4 << 20) - (512 << 10),
@@ -186,14 +180,7 @@ fn scenario() {
             // 64 MiB of 256 KiB blocks freed, with no purge delay due and no
             // background thread: the memory left backed stays within the
             // budget (16 MiB when almost nothing is in use), not 64 MiB.
-            const BLOCK: usize = 256 << 10;
-            let blocks: Vec<*mut c_void> = (0..256).map(|_| black_box(malloc(BLOCK))).collect();
-            for &p in &blocks {
-                std::ptr::write_bytes(p.cast::<u8>(), 1, BLOCK);
-            }
-            for p in blocks {
-                free(p);
-            }
+            touch_and_free(256, 256 << 10);
             let waiting = mallinfo2().keepcost;
             assert!(waiting > 0 && waiting <= 16 << 20, "{waiting} bytes wait");
         },
@@ -203,16 +190,11 @@ fn scenario() {
             // takes the dirty one, whose pages need no faults.
             const THREE_SLICES: usize = 150 << 10;
             const SIX_SLICES: usize = 350 << 10;
-            let guard = |size| {
-                let p = black_box(malloc(size));
-                std::ptr::write_bytes(p.cast::<u8>(), 1, size);
-                p
-            };
-            let before = guard(THREE_SLICES);
-            let x = guard(THREE_SLICES);
-            let between = guard(THREE_SLICES);
-            let y = guard(SIX_SLICES);
-            let after = guard(THREE_SLICES);
+            let before = touched(THREE_SLICES);
+            let x = touched(THREE_SLICES);
+            let between = touched(THREE_SLICES);
+            let y = touched(SIX_SLICES);
+            let after = touched(THREE_SLICES);
             free(x);
             malloc_trim(0);
             free(y);
