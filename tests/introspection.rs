@@ -27,6 +27,9 @@ struct MallInfo2 {
 unsafe extern "C" {
     fn malloc(size: usize) -> *mut c_void;
     fn free(ptr: *mut c_void);
+    fn free_sized(ptr: *mut c_void, size: usize);
+    fn aligned_alloc(align: usize, size: usize) -> *mut c_void;
+    fn malloc_usable_size(ptr: *mut c_void) -> usize;
     fn mallinfo2() -> MallInfo2;
     fn mallopt(param: i32, value: i32) -> i32;
     fn malloc_trim(pad: usize) -> i32;
@@ -204,6 +207,32 @@ fn scenario() {
                 free(p);
             }
         },
+        Ok("borrow") => unsafe {
+            // 200 freed blocks of 288 bytes wait in their page. Blocks of 256
+            // bytes asked for while that class has none free are taken from
+            // them (a class at most a quarter larger) instead of new memory;
+            // one asked with 256-byte alignment never is (288 would not keep
+            // it). A sized free with the size asked for accepts them.
+            let idle: Vec<*mut c_void> = (0..200).map(|_| touched(288)).collect();
+            for p in idle {
+                free(p);
+            }
+            let wanted: Vec<*mut c_void> = (0..200).map(|_| touched(256)).collect();
+            let sizes: Vec<usize> = wanted.iter().map(|&p| malloc_usable_size(p)).collect();
+            let borrowed = sizes.iter().filter(|&&size| size == 288).count();
+            assert!(borrowed >= 150, "{borrowed} of 200 blocks borrowed");
+            assert!(
+                sizes.iter().all(|&size| size == 256 || size == 288),
+                "{sizes:?}"
+            );
+            let aligned = black_box(aligned_alloc(256, 256));
+            assert_eq!(aligned as usize % 256, 0);
+            assert_eq!(malloc_usable_size(aligned), 256);
+            free(aligned);
+            for p in wanted {
+                free_sized(p, 256);
+            }
+        },
         Ok("mallinfo") => unsafe {
             let before = mallinfo2();
             let blocks: Vec<*mut c_void> = (0..2000).map(|_| black_box(malloc(1000))).collect();
@@ -365,6 +394,11 @@ fn freed_memory_kept_backed_stays_within_the_budget() {
 #[test]
 fn a_dirty_span_is_reused_before_a_clean_one() {
     child("dirty_first", &[("CMA_BACKGROUND_PURGE", "0")]);
+}
+
+#[test]
+fn a_class_out_of_blocks_borrows_idle_ones_of_a_slightly_larger_class() {
+    child("borrow", &[]);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use crate::heap::page_ops;
 use crate::heap::remote;
 use crate::heap::secure;
 use crate::heap::size_class::{
-    SLOT_CLASS, aligned_class, block_size, class_of, direct_slot, page_slices_of,
+    CLASS_COUNT, SLOT_CLASS, aligned_class, block_size, class_of, direct_slot, page_slices_of,
 };
 use crate::heap::thread;
 use crate::settings;
@@ -89,8 +89,8 @@ pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
     }
     let size = secure::padded(size);
     let block = match route(size, align) {
-        Route::Class(class) => {
-            let block = alloc_in_class(heap, class, &mut CoreAccess::Take);
+        Route::Class(class, borrow) => {
+            let block = alloc_in_class(heap, class, borrow, &mut CoreAccess::Take);
             Block::new(block, block_size(class), false)
         }
         Route::Large => alloc_large(size, align),
@@ -106,10 +106,10 @@ fn allocate_through_core(size: usize, align: usize, zero: bool) -> *mut u8 {
     crate::init::ensure();
     let size = secure::padded(size);
     let block = match route(size, align) {
-        Route::Class(class) => {
+        Route::Class(class, _) => {
             let mut core = backend::lock();
-            let block =
-                alloc_in_class(thread::core_heap(), class, &mut CoreAccess::Held(&mut core));
+            let heap = thread::core_heap();
+            let block = alloc_in_class(heap, class, false, &mut CoreAccess::Held(&mut core));
             Block::new(block, block_size(class), false)
         }
         Route::Large => alloc_large(size, align),
@@ -140,7 +140,7 @@ fn allocate_internal(size: usize, align: usize, zero: bool) -> *mut u8 {
 pub fn usable_size_for(size: usize, align: usize) -> usize {
     let padded = secure::padded(size);
     match route(padded, align.max(MIN_ALIGN)) {
-        Route::Class(class) => secure::usable(block_size(class)),
+        Route::Class(class, _) => secure::usable(block_size(class)),
         Route::Large => secure::usable(backend::large_block_size(backend::large_slices(padded))),
         Route::Huge => {
             let offset = align.max(crate::config::OS_PAGE_SIZE);
@@ -151,7 +151,9 @@ pub fn usable_size_for(size: usize, align: usize) -> usize {
 }
 
 enum Route {
-    Class(usize),
+    /// A size class, and whether a block of a slightly larger class may
+    /// stand in (not when the class was picked for its alignment).
+    Class(usize, bool),
     Large,
     Huge,
 }
@@ -159,14 +161,14 @@ enum Route {
 /// Where a request of `size` bytes aligned to `align` is served from.
 fn route(size: usize, align: usize) -> Route {
     if align <= MIN_ALIGN && size <= MEDIUM_MAX {
-        return Route::Class(class_of(size));
+        return Route::Class(class_of(size), true);
     }
     if align <= SLICE_SIZE
         && let Some(class) = aligned_class(size, align)
     {
         // Pages start on a slice boundary, so every block of a class whose
         // size is a multiple of `align` is aligned.
-        return Route::Class(class);
+        return Route::Class(class, false);
     }
     if size <= LARGE_MAX && align <= LARGE_MAX {
         return Route::Large;
@@ -214,7 +216,7 @@ impl Block {
 }
 
 /// A block of `class` from `heap`: the current page first, else a refill.
-pub fn alloc_in_class(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut u8 {
+pub fn alloc_in_class(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mut u8 {
     let page = heap.queues[class].first.get();
     if !page.is_null() {
         // SAFETY: queued pages belong to this heap, owned by the caller.
@@ -227,20 +229,22 @@ pub fn alloc_in_class(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut 
     if !block.is_null() {
         return block;
     }
-    let page = refill(heap, class, core);
+    let page = refill(heap, class, borrow, core);
     if page.is_null() {
         return ptr::null_mut();
     }
-    // SAFETY: `refill` returns a page of this heap with a free block.
+    // SAFETY: `refill` returns a page of this heap with a free block (of
+    // this class, or of a slightly larger one).
     unsafe { page_ops::pop(page) }
 }
 
-/// Finds a page of `class` with a free block: first the blocks other
-/// threads gave back, then a queued page with free blocks (taking full
-/// ones out), then a queued page carved further, then a fresh page from
-/// the core. Returns null when out of memory.
+/// Finds a page with a free block for a request of `class`: first the
+/// blocks other threads gave back, then a queued page with free blocks
+/// (taking full ones out), then (when `borrow`) a slightly larger class's
+/// page with idle blocks, then a queued page carved further, then a fresh
+/// page from the core. Returns null when out of memory.
 #[cold]
-fn refill(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut Page {
+fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mut Page {
     remote::flush_all(heap);
     if let Err(block) = collect::collect_inbox(heap, core) {
         corrupted_inbox(block);
@@ -265,6 +269,12 @@ fn refill(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut Page {
             collect::mark_full(heap, p);
         }
         page = next;
+    }
+    if borrow {
+        let borrowed = borrow_bigger(heap, class);
+        if !borrowed.is_null() {
+            return borrowed;
+        }
     }
     if !extendable.is_null() {
         // SAFETY: a queued page of this heap (found above).
@@ -301,6 +311,38 @@ fn refill(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut Page {
     page_ops::extend(p, heap);
     heap.make_current(class, p);
     page
+}
+
+/// A block up to this much larger (in quarters of the size asked for) may
+/// be handed out instead of carving new memory.
+const BORROW_QUARTERS: usize = 5;
+
+/// The current page of a slightly larger class, if it has a free block
+/// (already carved, so already backed): a class out of free blocks borrows
+/// one there instead of carving fresh memory. Neighbouring classes then
+/// share their idle blocks, and the heap keeps backed about the most their
+/// sum was live at once, not the sum of each class's own high-water mark
+/// (prodcons, threads_churn: the count live in each class swings, and
+/// each class's swings up would otherwise each keep their own memory).
+/// At most `BORROW_QUARTERS` quarters of the size: the block's waste stays
+/// small, and a sized free of the size asked for still passes (that check
+/// accepts any size above half the usable one). Not in secure mode (the
+/// canary sits at the end of the block of the class asked for).
+fn borrow_bigger(heap: &Heap, class: usize) -> *mut Page {
+    if secure::enabled() {
+        return ptr::null_mut();
+    }
+    let limit = block_size(class) * BORROW_QUARTERS / 4;
+    let mut bigger = class + 1;
+    while bigger < CLASS_COUNT && block_size(bigger) <= limit {
+        let page = heap.queues[bigger].first.get();
+        // SAFETY: queued pages belong to this heap, owned by the caller.
+        if !page.is_null() && page_ops::has_idle_blocks(unsafe { &*page }) {
+            return page;
+        }
+        bigger += 1;
+    }
+    ptr::null_mut()
 }
 
 #[cold]

@@ -139,14 +139,37 @@ pub fn fully_carved(page: &Page) -> bool {
     page.capacity.load(Ordering::Relaxed) >= page.reserved.get()
 }
 
+/// Blocks carved at a time for pages of `block_size`.
+fn extend_count(block_size: usize) -> usize {
+    (EXTEND_BYTES / block_size).max(MIN_EXTEND_BLOCKS)
+}
+
+/// True when some of the page's free blocks were freed, not just carved:
+/// blocks that would otherwise wait unused, while the page's class is below
+/// its high-water mark. Carving happens only on an empty free list and adds
+/// `extend_count` blocks in address order, and frees go on top of the list;
+/// so either more blocks are free than one carving adds, or the block on
+/// top lies below the last carving. (A class that is still growing has
+/// only freshly carved blocks, which it is about to use itself.)
+pub fn has_idle_blocks(page: &Page) -> bool {
+    let head = page.free.get() as usize;
+    if head == 0 {
+        return false;
+    }
+    let block_size = page.block_size();
+    let per_carving = extend_count(block_size);
+    let carved = page.capacity.load(Ordering::Relaxed) as usize;
+    let free = carved.saturating_sub(page.live_blocks() as usize);
+    let last_carving = page.start() + carved.saturating_sub(per_carving) * block_size;
+    free > per_carving || head < last_carving
+}
+
 /// Carves the next few never-used blocks of the page onto its free list.
 pub fn extend(page: &Page, heap: &Heap) {
     let block_size = page.block_size();
     let capacity = page.capacity.load(Ordering::Relaxed) as usize;
     let remaining = page.reserved.get() as usize - capacity;
-    let count = (EXTEND_BYTES / block_size)
-        .max(MIN_EXTEND_BLOCKS)
-        .min(remaining);
+    let count = extend_count(block_size).min(remaining);
     if count == 0 {
         return;
     }
