@@ -210,21 +210,20 @@ fn scenario() {
         Ok("borrow") => unsafe {
             // 200 freed blocks of 288 bytes wait in their page. Blocks of 256
             // bytes asked for while that class has none free are taken from
-            // them (a class at most a quarter larger) instead of new memory;
-            // one asked with 256-byte alignment never is (288 would not keep
-            // it). A sized free with the size asked for accepts them.
+            // them (or another class at most half as large again) instead of
+            // new memory; one asked with 256-byte alignment never is (288
+            // would not keep it). A sized free with the size asked for
+            // accepts them.
             let idle: Vec<*mut c_void> = (0..200).map(|_| touched(288)).collect();
             for p in idle {
                 free(p);
             }
             let wanted: Vec<*mut c_void> = (0..200).map(|_| touched(256)).collect();
             let sizes: Vec<usize> = wanted.iter().map(|&p| malloc_usable_size(p)).collect();
-            let borrowed = sizes.iter().filter(|&&size| size == 288).count();
+            let borrowed = sizes.iter().filter(|&&size| size > 256).count();
             assert!(borrowed >= 150, "{borrowed} of 200 blocks borrowed");
-            assert!(
-                sizes.iter().all(|&size| size == 256 || size == 288),
-                "{sizes:?}"
-            );
+            let in_range = |size: &usize| (256..=384).contains(size);
+            assert!(sizes.iter().all(in_range), "{sizes:?}");
             let aligned = black_box(aligned_alloc(256, 256));
             assert_eq!(aligned as usize % 256, 0);
             assert_eq!(malloc_usable_size(aligned), 256);

@@ -313,26 +313,28 @@ fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mu
     page
 }
 
-/// A block up to this much larger (in quarters of the size asked for) may
-/// be handed out instead of carving new memory.
-const BORROW_QUARTERS: usize = 5;
+/// A block at most this much larger (in quarters of the size of the class
+/// asked for) may stand in for it.
+const BORROW_QUARTERS: usize = 6;
 
-/// The current page of a slightly larger class, if it has a free block
-/// (already carved, so already backed): a class out of free blocks borrows
+/// The current page of a slightly larger class, if it has idle blocks
+/// (freed ones, so already backed): a class out of free blocks borrows
 /// one there instead of carving fresh memory. Neighbouring classes then
 /// share their idle blocks, and the heap keeps backed about the most their
 /// sum was live at once, not the sum of each class's own high-water mark
 /// (prodcons, threads_churn: the count live in each class swings, and
 /// each class's swings up would otherwise each keep their own memory).
-/// At most `BORROW_QUARTERS` quarters of the size: the block's waste stays
-/// small, and a sized free of the size asked for still passes (that check
-/// accepts any size above half the usable one). Not in secure mode (the
-/// canary sits at the end of the block of the class asked for).
+/// Not in secure mode (the canary sits at the end of the block of the
+/// class asked for).
 fn borrow_bigger(heap: &Heap, class: usize) -> *mut Page {
-    if secure::enabled() {
+    if secure::enabled() || class == 0 {
         return ptr::null_mut();
     }
-    let limit = block_size(class) * BORROW_QUARTERS / 4;
+    // At most `BORROW_QUARTERS` quarters of the size, so the waste stays
+    // small; and less than twice the blocks of the class below, which
+    // every request of `class` exceeds: a sized free of the size asked
+    // for then still passes (it accepts sizes above half the usable one).
+    let limit = (block_size(class) * BORROW_QUARTERS / 4).min(2 * block_size(class - 1));
     let mut bigger = class + 1;
     while bigger < CLASS_COUNT && block_size(bigger) <= limit {
         let page = heap.queues[bigger].first.get();
