@@ -232,6 +232,29 @@ fn scenario() {
                 free_sized(p, 256);
             }
         },
+        Ok("borrow_foreign") => unsafe {
+            // This thread frees 64 blocks of 288 bytes that another thread
+            // allocated: they wait in its foreign cache for its own
+            // requests of that class. Its requests of 256 bytes, with no
+            // block of their own free, take them before new memory.
+            free(touched(1));
+            let theirs: Vec<usize> =
+                std::thread::spawn(|| (0..64).map(|_| touched(288) as usize).collect())
+                    .join()
+                    .unwrap();
+            for &p in &theirs {
+                free(p as *mut c_void);
+            }
+            let mine: Vec<*mut c_void> = (0..64).map(|_| touched(256)).collect();
+            let reused = mine
+                .iter()
+                .filter(|&&p| theirs.contains(&(p as usize)))
+                .count();
+            assert!(reused >= 48, "{reused} of 64 cached blocks reused");
+            for p in mine {
+                free_sized(p, 256);
+            }
+        },
         Ok("mallinfo") => unsafe {
             let before = mallinfo2();
             let blocks: Vec<*mut c_void> = (0..2000).map(|_| black_box(malloc(1000))).collect();
@@ -398,6 +421,11 @@ fn a_dirty_span_is_reused_before_a_clean_one() {
 #[test]
 fn a_class_out_of_blocks_borrows_idle_ones_of_a_slightly_larger_class() {
     child("borrow", &[]);
+}
+
+#[test]
+fn a_class_out_of_blocks_borrows_from_the_foreign_cache_of_a_larger_class() {
+    child("borrow_foreign", &[]);
 }
 
 #[test]

@@ -215,7 +215,8 @@ impl Block {
     }
 }
 
-/// A block of `class` from `heap`: the current page first, else a refill.
+/// A block of `class` from `heap`: the current page first, then the
+/// thread's foreign cache, else the slow path.
 pub fn alloc_in_class(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mut u8 {
     let page = heap.queues[class].first.get();
     if !page.is_null() {
@@ -229,28 +230,44 @@ pub fn alloc_in_class(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAc
     if !block.is_null() {
         return block;
     }
-    let page = refill(heap, class, borrow, core);
-    if page.is_null() {
-        return ptr::null_mut();
-    }
-    // SAFETY: `refill` returns a page of this heap with a free block (of
-    // this class, or of a slightly larger one).
-    unsafe { page_ops::pop(page) }
+    refill(heap, class, borrow, core)
 }
 
-/// Finds a page with a free block for a request of `class`: first the
-/// blocks other threads gave back, then a queued page with free blocks
-/// (taking full ones out), then (when `borrow`) a slightly larger class's
-/// page with idle blocks, then a queued page carved further, then a fresh
-/// page from the core. Returns null when out of memory.
+/// A block for a request of `class` once its current page and foreign
+/// cache are out: first from the blocks other threads gave back, then from
+/// a queued page with free blocks (taking full ones out), then (when
+/// `borrow`) an idle block of a slightly larger class, then from a queued
+/// page carved further, then from a fresh page. Null when out of memory.
 #[cold]
-fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mut Page {
+fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mut u8 {
     remote::flush_all(heap);
     if let Err(block) = collect::collect_inbox(heap, core) {
         corrupted_inbox(block);
     }
-    // Freed blocks first: memory already touched is reused before more of
-    // a page is carved.
+    let page = match page_with_free_block(heap, class) {
+        Ok(page) => page,
+        Err(extendable) => {
+            if borrow {
+                let block = borrow_bigger(heap, class);
+                if !block.is_null() {
+                    return block;
+                }
+            }
+            grow(heap, class, extendable, core)
+        }
+    };
+    if page.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: a page of this heap with a free block.
+    unsafe { page_ops::pop(page) }
+}
+
+/// The first queued page of `class` with free blocks, made current (freed
+/// blocks first: memory already touched is reused before more of a page
+/// is carved); full pages met on the way leave the queue. Else the first
+/// page that can be carved further, if any.
+fn page_with_free_block(heap: &Heap, class: usize) -> Result<*mut Page, *mut Page> {
     let mut page = heap.queues[class].first.get();
     let mut extendable: *mut Page = ptr::null_mut();
     while !page.is_null() {
@@ -259,7 +276,7 @@ fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mu
         let next = p.next.get();
         if !p.free.get().is_null() {
             heap.make_current(class, p);
-            return page;
+            return Ok(page);
         }
         if !page_ops::fully_carved(p) {
             if extendable.is_null() {
@@ -270,14 +287,15 @@ fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mu
         }
         page = next;
     }
-    if borrow {
-        let borrowed = borrow_bigger(heap, class);
-        if !borrowed.is_null() {
-            return borrowed;
-        }
-    }
+    Err(extendable)
+}
+
+/// A page of `class` with new blocks: `extendable` carved further, else a
+/// page from the heap's span cache, else a fresh one from the core (null
+/// when out of memory).
+fn grow(heap: &Heap, class: usize, extendable: *mut Page, core: &mut CoreAccess) -> *mut Page {
     if !extendable.is_null() {
-        // SAFETY: a queued page of this heap (found above).
+        // SAFETY: a queued page of this heap (found by the caller).
         let p = unsafe { &*extendable };
         page_ops::extend(p, heap);
         heap.make_current(class, p);
@@ -317,16 +335,16 @@ fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mu
 /// asked for) may stand in for it.
 const BORROW_QUARTERS: usize = 6;
 
-/// The current page of a slightly larger class, if it has idle blocks
-/// (freed ones, so already backed): a class out of free blocks borrows
-/// one there instead of carving fresh memory. Neighbouring classes then
-/// share their idle blocks, and the heap keeps backed about the most their
-/// sum was live at once, not the sum of each class's own high-water mark
-/// (prodcons, threads_churn: the count live in each class swings, and
-/// each class's swings up would otherwise each keep their own memory).
-/// Not in secure mode (the canary sits at the end of the block of the
-/// class asked for).
-fn borrow_bigger(heap: &Heap, class: usize) -> *mut Page {
+/// An idle block of a slightly larger class (freed, so already backed):
+/// from its current page, or from the thread's foreign cache of that
+/// class. A class out of free blocks borrows one instead of carving fresh
+/// memory. Neighbouring classes then share their idle blocks, and the heap
+/// keeps backed about the most their sum was live at once, not the sum of
+/// each class's own high-water mark (prodcons, threads_churn: the count
+/// live in each class swings, and each class's swings up would otherwise
+/// each keep their own memory). Not in secure mode (the canary sits at
+/// the end of the block of the class asked for).
+fn borrow_bigger(heap: &Heap, class: usize) -> *mut u8 {
     if secure::enabled() || class == 0 {
         return ptr::null_mut();
     }
@@ -340,7 +358,12 @@ fn borrow_bigger(heap: &Heap, class: usize) -> *mut Page {
         let page = heap.queues[bigger].first.get();
         // SAFETY: queued pages belong to this heap, owned by the caller.
         if !page.is_null() && page_ops::has_idle_blocks(unsafe { &*page }) {
-            return page;
+            // SAFETY: as above; the page has a free block.
+            return unsafe { page_ops::pop(page) };
+        }
+        let block = remote::pop_foreign(heap, bigger);
+        if !block.is_null() {
+            return block;
         }
         bigger += 1;
     }
