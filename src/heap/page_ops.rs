@@ -144,24 +144,17 @@ fn extend_count(block_size: usize) -> usize {
     (EXTEND_BYTES / block_size).max(MIN_EXTEND_BLOCKS)
 }
 
-/// True when some of the page's free blocks were freed, not just carved:
-/// blocks that would otherwise wait unused, while the page's class is below
-/// its high-water mark. Carving happens only on an empty free list and adds
-/// `extend_count` blocks in address order, and frees go on top of the list;
-/// so either more blocks are free than one carving adds, or the block on
-/// top lies below the last carving. (A class that is still growing has
-/// only freshly carved blocks, which it is about to use itself.)
+/// True when the page has idle blocks: more free than one carving adds.
+/// Carving happens only on an empty free list, so some of them were freed,
+/// not just carved, and wait while the page's class is below its
+/// high-water mark. (A class that is still growing has only freshly carved
+/// blocks, which it is about to use itself. Also counting a page whose top
+/// block was freed kept 1-4% less memory in prodcons, larson and fragment,
+/// but borrowed so often that larson 1 ran 12% more instructions.)
 pub fn has_idle_blocks(page: &Page) -> bool {
-    let head = page.free.get() as usize;
-    if head == 0 {
-        return false;
-    }
-    let block_size = page.block_size();
-    let per_carving = extend_count(block_size);
     let carved = page.capacity.load(Ordering::Relaxed) as usize;
     let free = carved.saturating_sub(page.live_blocks() as usize);
-    let last_carving = page.start() + carved.saturating_sub(per_carving) * block_size;
-    free > per_carving || head < last_carving
+    free > extend_count(page.block_size()) && !page.free.get().is_null()
 }
 
 /// Carves the next few never-used blocks of the page onto its free list.
