@@ -255,6 +255,30 @@ fn scenario() {
                 free_sized(p, 256);
             }
         },
+        Ok("exit_gives_back") => {
+            // Six threads, alive at once, each with one page in each of 40
+            // classes, all emptied; then they exit. Four heaps wait, warm,
+            // for new threads; the other two give their pages back to the
+            // core with their memory already given back to the OS, so
+            // (with no purge due) nothing of them waits to be purged.
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let threads: Vec<_> = (0..6)
+                .map(|_| {
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        for class in 1..=40 {
+                            touch_and_free(20, class * 16);
+                        }
+                        barrier.wait();
+                    })
+                })
+                .collect();
+            for thread in threads {
+                thread.join().unwrap();
+            }
+            let waiting = unsafe { mallinfo2() }.keepcost;
+            assert!(waiting < 1 << 20, "{waiting} bytes wait for a purge");
+        }
         Ok("mallinfo") => unsafe {
             let before = mallinfo2();
             let blocks: Vec<*mut c_void> = (0..2000).map(|_| black_box(malloc(1000))).collect();
@@ -426,6 +450,17 @@ fn a_class_out_of_blocks_borrows_idle_ones_of_a_slightly_larger_class() {
 #[test]
 fn a_class_out_of_blocks_borrows_from_the_foreign_cache_of_a_larger_class() {
     child("borrow_foreign", &[]);
+}
+
+#[test]
+fn exiting_threads_beyond_the_warm_ones_give_their_memory_back() {
+    child(
+        "exit_gives_back",
+        &[
+            ("CMA_BACKGROUND_PURGE", "0"),
+            ("CMA_PURGE_DELAY_MS", "1000000"),
+        ],
+    );
 }
 
 #[test]

@@ -108,7 +108,17 @@ impl Core {
         guard::disarm(page);
         guard::scrub(page);
         self.held_bytes -= page.slice_count() * SLICE_SIZE;
-        self.spans.free(page, now_ms());
+        self.spans.free(page, now_ms(), true);
+    }
+
+    /// Gives a page's span back with its memory given back to the OS
+    /// first, so the core counts it clean (not waiting for a purge).
+    pub fn free_page_span_decommitted(&mut self, page: &Page) {
+        let bytes = page.slice_count() * SLICE_SIZE - guard::bytes();
+        crate::os::mmap::decommit(page.start() as *mut u8, bytes);
+        guard::disarm(page);
+        self.held_bytes -= page.slice_count() * SLICE_SIZE;
+        self.spans.free(page, now_ms(), false);
     }
 
     /// Allocates a large block: a span of its own, slice-aligned (so any
@@ -139,7 +149,7 @@ impl Core {
         guard::disarm(page);
         self.large.freed(size);
         self.held_bytes -= size;
-        self.spans.free(page, now_ms());
+        self.spans.free(page, now_ms(), true);
         Ok(size)
     }
 

@@ -99,9 +99,11 @@ impl Spans {
         }
     }
 
-    /// Returns a span (backed memory, freed at `now_ms`) to the bins, merging
-    /// it with free neighbours.
-    pub fn free(&mut self, head: &Page, now_ms: u64) {
+    /// Returns a span (freed at `now_ms`; its memory maybe backed when
+    /// `backed`, else decommitted) to the bins, merging it with free
+    /// neighbours.
+    pub fn free(&mut self, head: &Page, now_ms: u64, backed: bool) {
+        let mut backed = backed;
         let segment = Segment::of(head as *const Page as usize);
         let mut start = head.slice_index as usize;
         let mut count = head.slice_count();
@@ -112,6 +114,7 @@ impl Spans {
             // SAFETY: head pointers always point into the same segment's header.
             let left = unsafe { &*left };
             if left.kind() == PageKind::Free {
+                backed |= left.committed.get();
                 self.unbin_free(left);
                 start = left.slice_index as usize;
                 count += left.slice_count();
@@ -123,6 +126,7 @@ impl Spans {
             // SAFETY: as above.
             let right = unsafe { &*right };
             if right.kind() == PageKind::Free {
+                backed |= right.committed.get();
                 self.unbin_free(right);
                 count += right.slice_count();
             }
@@ -131,7 +135,7 @@ impl Spans {
         // SAFETY: `merged` is a head descriptor in the segment.
         let merged_ref = unsafe { &*merged };
         merged_ref.is_zero.set(false);
-        merged_ref.committed.set(true);
+        merged_ref.committed.set(backed);
         merged_ref.freed_at_ms.set(now_ms);
         self.bin_free(merged_ref);
         if count == USABLE_SLICES && self.empty_segments > MAX_EMPTY_SEGMENTS {
@@ -149,7 +153,7 @@ impl Spans {
         head.slice_count.store(keep as u32, Ordering::Relaxed);
         let tail = self.set_span(segment, start + keep, count - keep, PageKind::Large);
         // SAFETY: `set_span` returns a head descriptor in the mapped segment.
-        self.free(unsafe { &*tail }, now_ms);
+        self.free(unsafe { &*tail }, now_ms, true);
     }
 
     /// Grows the allocated span `head` by `extra` slices in place if the

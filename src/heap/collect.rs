@@ -128,6 +128,34 @@ fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess) {
     }
 }
 
+/// At the exit of a thread whose heap will not wait warm for a new thread:
+/// its empty single-slice pages go back to the core with their memory
+/// given back to the OS now, instead of waiting backed for the purge
+/// delay. A new thread that needs pages meanwhile carves fresh memory page
+/// by page as it uses it, and leaves such idle spans alone. (With 8
+/// threads started and ended in turn, threads_churn's peak RSS went from
+/// 7.8 to 6.4 MiB. Pages of bigger blocks keep their memory: mem_threads,
+/// whose threads allocate 4 MiB each in blocks up to 32 KiB and whose
+/// next threads reuse those pages at once, ran 19% longer when they were
+/// given back too.) The caller holds the core lock and owns the heap.
+pub fn give_back_empty_small_pages(heap: &Heap, core: &mut Core) {
+    for (class, queue) in heap.queues.iter().enumerate() {
+        let mut page = queue.first.get();
+        while !page.is_null() {
+            // SAFETY: queued pages are live descriptors owned by this heap.
+            let p = unsafe { &*page };
+            let next = p.next.get();
+            if p.live_blocks() == 0 && p.slice_count() == 1 {
+                heap.dequeue(class, p);
+                page_ops::fold_allocs(p, heap);
+                p.free.set(core::ptr::null_mut());
+                core.free_page_span_decommitted(p);
+            }
+            page = next;
+        }
+    }
+}
+
 /// At thread exit: collect the inbox and retire every empty page, so an
 /// orphaned heap holds only pages with live blocks and its bounded span
 /// cache (warm pages for the thread that adopts it).
