@@ -137,7 +137,8 @@ fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess) {
 /// 7.8 to 6.4 MiB. Pages of bigger blocks keep their memory: mem_threads,
 /// whose threads allocate 4 MiB each in blocks up to 32 KiB and whose
 /// next threads reuse those pages at once, ran 19% longer when they were
-/// given back too.) The caller holds the core lock and owns the heap.
+/// given back too.) The caller holds the core lock, owns the heap and has
+/// collected its inbox.
 pub fn give_back_empty_small_pages(heap: &Heap, core: &mut Core) {
     for (class, queue) in heap.queues.iter().enumerate() {
         let mut page = queue.first.get();

@@ -195,8 +195,12 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     // and the span cache, given back now.
     let warm = core.registry.warm_count() < ORPHANS_KEPT_WARM;
     let result = if !warm {
-        collect::give_back_empty_small_pages(h, &mut core);
-        collect::release_empty_pages(h, &mut core).map(|()| drain_span_cache(h, &mut core))
+        collect::collect_inbox(h, &mut CoreAccess::Held(&mut core))
+            .and_then(|()| {
+                collect::give_back_empty_small_pages(h, &mut core);
+                collect::release_empty_pages(h, &mut core)
+            })
+            .map(|()| drain_span_cache(h, &mut core))
     } else {
         collect::collect_inbox(h, &mut CoreAccess::Held(&mut core))
     };
