@@ -105,20 +105,25 @@ impl Core {
     /// OS at once, so whatever is carved from it next reads as zero (the
     /// page's free blocks still hold their links and tags).
     pub fn free_page_span(&mut self, page: &Page) {
-        guard::disarm(page);
-        guard::scrub(page);
-        self.held_bytes -= page.slice_count() * SLICE_SIZE;
-        self.spans.free(page, now_ms(), true);
+        self.give_back_page_span(page, true);
     }
 
     /// Gives a page's span back with its memory given back to the OS
     /// first, so the core counts it clean (not waiting for a purge).
     pub fn free_page_span_decommitted(&mut self, page: &Page) {
-        let bytes = page.slice_count() * SLICE_SIZE - guard::bytes();
-        crate::os::mmap::decommit(page.start() as *mut u8, bytes);
+        self.give_back_page_span(page, false);
+    }
+
+    fn give_back_page_span(&mut self, page: &Page, backed: bool) {
         guard::disarm(page);
+        if backed {
+            guard::scrub(page);
+        } else {
+            let bytes = page.slice_count() * SLICE_SIZE;
+            crate::os::mmap::decommit(page.start() as *mut u8, bytes);
+        }
         self.held_bytes -= page.slice_count() * SLICE_SIZE;
-        self.spans.free(page, now_ms(), false);
+        self.spans.free(page, now_ms(), backed);
     }
 
     /// Allocates a large block: a span of its own, slice-aligned (so any

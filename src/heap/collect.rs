@@ -83,7 +83,7 @@ pub unsafe fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &m
     unsafe { (*block).set_free(page.free.get()) };
     page.free.set(block);
     if page.count_free_is_last() {
-        retire(heap, page, core);
+        retire(heap, page, core, false);
     }
 }
 
@@ -105,21 +105,27 @@ pub fn mark_full(heap: &Heap, page: &Page) {
 /// (which holds an extra count): give its span back to the core.
 #[inline(never)]
 pub fn page_emptied(heap: &Heap, page: &Page) {
-    retire(heap, page, &mut CoreAccess::Take);
+    retire(heap, page, &mut CoreAccess::Take, false);
 }
 
-/// Gives an empty page's span back to the core.
-fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess) {
+/// Gives an empty page's span back to the core: kept in the heap's span
+/// cache if there is room, unless `decommit`, which sends it to the core
+/// with its memory given back to the OS.
+fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess, decommit: bool) {
     if page.in_queue.get() {
         heap.dequeue(page.class.get() as usize, page);
     }
     // Kept whole (still a page of its class, every block free and tagged):
     // a stale pointer into it is still recognised as a double free.
-    if !heap.cache_span(page, crate::os::clock::now_ms()) {
+    if decommit || !heap.cache_span(page, crate::os::clock::now_ms()) {
         page_ops::fold_allocs(page, heap);
         page.free.set(core::ptr::null_mut());
         core.with(|core| {
-            core.free_page_span(page);
+            if decommit {
+                core.free_page_span_decommitted(page);
+            } else {
+                core.free_page_span(page);
+            }
             purge::after_release(core);
         });
         if let CoreAccess::Take = core {
@@ -128,7 +134,11 @@ fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess) {
     }
 }
 
-/// At the exit of a thread whose heap will not wait warm for a new thread:
+/// At thread exit: collect the inbox and retire every empty page, so an
+/// orphaned heap holds only pages with live blocks and its bounded span
+/// cache (warm pages for the thread that adopts it).
+///
+/// With `decommit_small` (a heap that will not wait warm for a new thread)
 /// its empty single-slice pages go back to the core with their memory
 /// given back to the OS now, instead of waiting backed for the purge
 /// delay. A new thread that needs pages meanwhile carves fresh memory page
@@ -137,30 +147,12 @@ fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess) {
 /// 7.8 to 6.4 MiB. Pages of bigger blocks keep their memory: mem_threads,
 /// whose threads allocate 4 MiB each in blocks up to 32 KiB and whose
 /// next threads reuse those pages at once, ran 19% longer when they were
-/// given back too.) The caller holds the core lock, owns the heap and has
-/// collected its inbox.
-pub fn give_back_empty_small_pages(heap: &Heap, core: &mut Core) {
-    for (class, queue) in heap.queues.iter().enumerate() {
-        let mut page = queue.first.get();
-        while !page.is_null() {
-            // SAFETY: queued pages are live descriptors owned by this heap.
-            let p = unsafe { &*page };
-            let next = p.next.get();
-            if p.live_blocks() == 0 && p.slice_count() == 1 {
-                heap.dequeue(class, p);
-                page_ops::fold_allocs(p, heap);
-                p.free.set(core::ptr::null_mut());
-                core.free_page_span_decommitted(p);
-            }
-            page = next;
-        }
-    }
-}
-
-/// At thread exit: collect the inbox and retire every empty page, so an
-/// orphaned heap holds only pages with live blocks and its bounded span
-/// cache (warm pages for the thread that adopts it).
-pub fn release_empty_pages(heap: &Heap, core: &mut Core) -> Result<(), usize> {
+/// given back too.)
+pub fn release_empty_pages(
+    heap: &Heap,
+    core: &mut Core,
+    decommit_small: bool,
+) -> Result<(), usize> {
     let mut access = CoreAccess::Held(core);
     collect_inbox(heap, &mut access)?;
     for class in 0..heap.queues.len() {
@@ -170,7 +162,8 @@ pub fn release_empty_pages(heap: &Heap, core: &mut Core) -> Result<(), usize> {
             let p = unsafe { &*page };
             let next = p.next.get();
             if p.live_blocks() == 0 {
-                retire(heap, p, &mut access);
+                let decommit = decommit_small && p.slice_count() == 1;
+                retire(heap, p, &mut access, decommit);
             }
             page = next;
         }

@@ -195,12 +195,7 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     // and the span cache, given back now.
     let warm = core.registry.warm_count() < ORPHANS_KEPT_WARM;
     let result = if !warm {
-        collect::collect_inbox(h, &mut CoreAccess::Held(&mut core))
-            .and_then(|()| {
-                collect::give_back_empty_small_pages(h, &mut core);
-                collect::release_empty_pages(h, &mut core)
-            })
-            .map(|()| drain_span_cache(h, &mut core))
+        collect::release_empty_pages(h, &mut core, true).map(|()| drain_span_cache(h, &mut core))
     } else {
         collect::collect_inbox(h, &mut CoreAccess::Held(&mut core))
     };
@@ -300,7 +295,7 @@ pub fn trim_current() {
 /// the core for an orphan) and holds the core lock.
 fn release_heap_memory(h: &Heap, core: &mut Core) {
     remote::return_foreign(h);
-    if let Err(block) = collect::release_empty_pages(h, core) {
+    if let Err(block) = collect::release_empty_pages(h, core, false) {
         diag::fatal(diag::Call::Free, block, diag::HeapError::Corrupted);
     }
     drain_span_cache(h, core);
