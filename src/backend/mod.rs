@@ -194,6 +194,15 @@ pub fn large_slices(size: usize) -> usize {
     (size.max(1) + guard::bytes()).div_ceil(SLICE_SIZE)
 }
 
+/// True when a block of `size` bytes aligned to `align` fits in a segment
+/// as a large block (else it must be huge). Not every one up to
+/// `LARGE_MAX` does: in secure mode a block of nearly 2 MiB needs a 33rd
+/// slice for its guard page, and aligned to 2 MiB it must start at slice
+/// 32 of 64.
+pub fn large_fits(size: usize, align: usize) -> bool {
+    spans::fits_in_segment(large_slices(size), (align / SLICE_SIZE).max(1))
+}
+
 /// The block size of a large block of `slices` slices.
 pub fn large_block_size(slices: usize) -> usize {
     slices * SLICE_SIZE - guard::bytes()

@@ -86,9 +86,14 @@ impl Spans {
     /// multiple of `align_slices` (a power of two). Returns its head
     /// descriptor (kind `None`, so no neighbour merges it before the caller
     /// sets it up; `is_zero` says whether its memory is known to be zero),
-    /// or null when the OS refuses memory.
+    /// or null when the OS refuses memory, or when no segment could ever
+    /// hold such a run (see `fits_in_segment`; adding segments would not
+    /// help, so it must not loop).
     pub fn alloc(&mut self, slices: usize, align_slices: usize) -> *mut Page {
         debug_assert!((1..=USABLE_SLICES).contains(&slices));
+        if !fits_in_segment(slices, align_slices) {
+            return ptr::null_mut();
+        }
         loop {
             if let Some((span, start)) = self.find(slices, align_slices) {
                 return self.carve(span, start, slices);
@@ -501,6 +506,13 @@ impl Spans {
         self.segment_count -= 1;
         Segment::destroy(segment);
     }
+}
+
+/// True when a run of `slices` slices starting at a multiple of
+/// `align_slices` fits in an empty segment (whose first slice holds the
+/// header).
+pub fn fits_in_segment(slices: usize, align_slices: usize) -> bool {
+    FIRST_USABLE_SLICE.next_multiple_of(align_slices) + slices <= SLICES_PER_SEGMENT
 }
 
 const CLEAN: usize = 0;

@@ -170,7 +170,7 @@ fn route(size: usize, align: usize) -> Route {
         // size is a multiple of `align` is aligned.
         return Route::Class(class, false);
     }
-    if size <= LARGE_MAX && align <= LARGE_MAX {
+    if size <= LARGE_MAX && align <= LARGE_MAX && backend::large_fits(size, align) {
         return Route::Large;
     }
     Route::Huge
