@@ -207,6 +207,23 @@ fn scenario() {
                 free(p);
             }
         },
+        Ok("carve_one") => unsafe {
+            // The first block of a fresh page of 12 KiB blocks backs its
+            // own pages only: the block after it is carved (and its link
+            // written, backing its first OS page) when it is asked for.
+            let first = black_box(malloc(12288));
+            assert!(!first.is_null());
+            let next_page = (first as usize + 12288) as *mut c_void;
+            let mut resident = [0u8; 1];
+            assert_eq!(libc::mincore(next_page, 4096, resident.as_mut_ptr()), 0);
+            assert_eq!(resident[0] & 1, 0, "the next block is backed ahead");
+            let second = black_box(malloc(12288));
+            assert_eq!(second, next_page, "blocks of a page are consecutive");
+            assert_eq!(libc::mincore(next_page, 4096, resident.as_mut_ptr()), 0);
+            assert_eq!(resident[0] & 1, 1);
+            free(second);
+            free(first);
+        },
         Ok("borrow") => unsafe {
             // 200 freed blocks of 288 bytes wait in their page. Blocks of 256
             // bytes asked for while that class has none free are taken from
@@ -440,6 +457,11 @@ fn freed_memory_kept_backed_stays_within_the_budget() {
 #[test]
 fn a_dirty_span_is_reused_before_a_clean_one() {
     child("dirty_first", &[("CMA_BACKGROUND_PURGE", "0")]);
+}
+
+#[test]
+fn blocks_of_4_kib_and_more_are_carved_one_at_a_time() {
+    child("carve_one", &[]);
 }
 
 #[test]
