@@ -224,6 +224,38 @@ fn scenario() {
             free(second);
             free(first);
         },
+        Ok("backed_tail") => unsafe {
+            // A page of 48 KiB blocks (eight slices) set up on the span
+            // that a page of 40 KiB blocks has just emptied: its tail is
+            // resident, though only its first block is carved. Once the
+            // tail has waited (a fiftieth of the purge delay) it is given
+            // back, the next time the thread asks for a page.
+            let resident_tail = |page: usize| {
+                let from = page + 48 * 1024;
+                let pages = (page + 512 * 1024 - from) / 4096;
+                let mut map = vec![0u8; pages];
+                assert_eq!(
+                    libc::mincore(from as *mut c_void, pages * 4096, map.as_mut_ptr()),
+                    0
+                );
+                map.iter().filter(|&&m| m & 1 != 0).count()
+            };
+            let old: Vec<*mut c_void> = (0..8).map(|_| touched(40 * 1024)).collect();
+            for p in old {
+                free(p);
+            }
+            let page = black_box(malloc(48 * 1024)) as usize;
+            let before = resident_tail(page);
+            assert!(
+                before >= 32,
+                "only {before} OS pages of the tail were resident"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(40));
+            let other = touched(20 * 1024);
+            assert_eq!(resident_tail(page), 0, "{before} OS pages were resident");
+            free(other);
+            free(page as *mut c_void);
+        },
         Ok("borrow") => unsafe {
             // 200 freed blocks of 288 bytes wait in their page. Blocks of 256
             // bytes asked for while that class has none free are taken from
@@ -462,6 +494,14 @@ fn a_dirty_span_is_reused_before_a_clean_one() {
 #[test]
 fn blocks_of_4_kib_and_more_are_carved_one_at_a_time() {
     child("carve_one", &[]);
+}
+
+#[test]
+fn the_uncarved_tail_of_a_page_on_a_backed_span_is_given_back() {
+    child(
+        "backed_tail",
+        &[("CMA_BACKGROUND_PURGE", "0"), ("CMA_PURGE_DELAY_MS", "500")],
+    );
 }
 
 #[test]

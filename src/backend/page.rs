@@ -128,6 +128,8 @@ pub struct Page {
     /// the offset of block k is `k * check_unit`.
     pub check_unit: Owned<u64>,
     /// When the span became free (ms, core clock), for delayed purging.
+    /// On a small page in use: when it was set up, while the never-carved
+    /// tail of its backed span waits to be given back (`backed_tails`).
     pub freed_at_ms: Owned<u64>,
     /// Blocks that fit in the span.
     pub reserved: Owned<u32>,

@@ -9,6 +9,7 @@ use crate::backend::page::Page;
 use crate::backend::{self, huge};
 use crate::config::{LARGE_MAX, MEDIUM_MAX, MIN_ALIGN, SLICE_SIZE};
 use crate::diag::{self, Call, HeapError};
+use crate::heap::backed_tails;
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, SHARED_STATS};
 use crate::heap::page_ops;
@@ -301,17 +302,24 @@ fn grow(heap: &Heap, class: usize, extendable: *mut Page, core: &mut CoreAccess)
         heap.make_current(class, p);
         return extendable;
     }
+    backed_tails::give_back_due(heap);
     let slices = page_slices_of(class);
     let cached = heap.take_cached_span(slices, class);
     if !cached.is_null() {
         // SAFETY: an empty page of this heap's span cache.
         let p = unsafe { &*cached };
-        if p.class.get() as usize != class {
+        // Set up again for another class, its span is backed beyond what
+        // the new class carves (the same class finds its blocks carved,
+        // and its tail as it was).
+        let other_class = p.class.get() as usize != class;
+        if other_class {
             page_ops::init_small(p, heap, class);
         }
         if p.free.get().is_null() {
             page_ops::extend(p, heap);
         }
+        let tail_waits = p.freed_at_ms.get() != 0;
+        backed_tails::note_set_up(heap, p, other_class || tail_waits);
         heap.make_current(class, p);
         return cached;
     }
@@ -327,6 +335,7 @@ fn grow(heap: &Heap, class: usize, extendable: *mut Page, core: &mut CoreAccess)
     let p = unsafe { &*page };
     page_ops::init_small(p, heap, class);
     page_ops::extend(p, heap);
+    backed_tails::note_set_up(heap, p, p.committed.get());
     heap.make_current(class, p);
     page
 }

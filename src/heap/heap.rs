@@ -311,6 +311,10 @@ pub struct Heap {
     pub patrol_next: Owned<usize>,
     /// Pseudo-random state for secure mode's shuffled free lists.
     pub rng: Owned<u64>,
+    /// When the first never-carved tail of a page set up on a backed span
+    /// is due to be given back (ms; `u64::MAX`: none waits). See
+    /// `backed_tails`.
+    pub tails_due_ms: Owned<u64>,
     _pad: [u8; 64],
     /// Blocks of this heap freed by other threads: a lock-free stack of
     /// encoded links, pushed by anyone, taken whole by the owner.
@@ -339,6 +343,7 @@ impl Heap {
             quarantine_next: Owned::new(0),
             patrol_next: Owned::new(0),
             rng: Owned::new(0),
+            tails_due_ms: Owned::new(u64::MAX),
             _pad: [0; 64],
             inbox: AtomicUsize::new(0),
             _pad_after: [0; 56],

@@ -2,6 +2,7 @@
 //! the malloc and free fast paths.
 
 pub mod alloc;
+pub mod backed_tails;
 pub mod block;
 pub mod collect;
 pub mod free;
