@@ -54,10 +54,14 @@ pub fn after_release(core: &mut Core) {
         // the same peak RSS).
         purge_oldest(core, now, budget / 8 * 7);
     }
-    if now >= core.next_purge_ms {
-        run(core, now, false);
-    } else if core.next_purge_ms == u64::MAX {
-        core.next_purge_ms = now + settings::purge_delay_ms();
+    // Inside a running purge (pages it takes from a heap come back here)
+    // nothing more: it sets the next due time when it is done.
+    if !core.purging {
+        if now >= core.next_purge_ms || thread::take_orphan_mail() {
+            run(core, now, false);
+        } else if core.next_purge_ms == u64::MAX {
+            core.next_purge_ms = now + settings::purge_delay_ms();
+        }
     }
     let waiting =
         core.spans.dirty_bytes >= BACKGROUND_THRESHOLD || core.registry.orphan_count() > 0;
@@ -76,11 +80,18 @@ fn background_would_oversleep(core: &Core) -> bool {
 }
 
 /// Purges what is due (everything when `force`); returns the bytes given
-/// back. With the core lock held.
+/// back. With the core lock held. Not nested: the pages a purge takes from
+/// orphans and span caches go back through `after_release`, and a purge
+/// started there would work on the very heap being emptied.
 pub fn run(core: &mut Core, now: u64, force: bool) -> usize {
+    if core.purging {
+        return 0;
+    }
+    core.purging = true;
     let delay = settings::purge_delay_ms();
     let orphans_pending = thread::trim_orphans(core, now, delay, force);
     let caches_pending = thread::take_idle_span_caches(core, now, delay, force);
+    core.purging = false;
     let purged = core.spans.purge(now, delay, force, None);
     core.next_purge_ms = [purged.next_due_ms, orphans_pending, caches_pending]
         .into_iter()
@@ -152,6 +163,17 @@ pub fn kick() {
     }
 }
 
+/// Asks for a purge soon (orphans got mail): wakes the background thread
+/// if it runs, else the next release to the core purges. Callable with the
+/// core lock held: it never starts the thread (that allocates) and never
+/// takes a lock.
+pub fn request() {
+    if settings::background_purge() && STATE.load(Ordering::Acquire) == RUNNING {
+        WAKE.fetch_add(1, Ordering::Release);
+        futex::wake_one(&WAKE);
+    }
+}
+
 /// In a forked child the thread does not exist: it will be started again
 /// when needed.
 pub fn after_fork_in_child() {
@@ -199,7 +221,7 @@ extern "C" fn background(_: *mut libc::c_void) -> *mut libc::c_void {
         let next_due = {
             let mut core = backend::lock();
             let now = now_ms();
-            if now >= core.next_purge_ms {
+            if now >= core.next_purge_ms || thread::take_orphan_mail() {
                 run(&mut core, now, false);
             }
             SLEEP_UNTIL.store(core.next_purge_ms, Ordering::Relaxed);
@@ -211,5 +233,28 @@ extern "C" fn background(_: *mut libc::c_void) -> *mut libc::c_void {
             let wait_ms = next_due.saturating_sub(now_ms()).max(1);
             futex::wait_timeout(&WAKE, seen, wait_ms);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heap::c_entry::{free, malloc};
+
+    /// A purge asked for while one runs (by a release to the core that the
+    /// running purge made) does nothing; once it is done, purges work.
+    #[test]
+    fn a_purge_started_inside_another_does_nothing() {
+        // SAFETY: a plain allocation, freed once: a freed 1 MiB block is a
+        // backed free span of the core.
+        unsafe { free(malloc(1 << 20)) };
+        let mut core = backend::lock();
+        let waiting = core.spans.dirty_bytes;
+        assert!(waiting >= 1 << 20, "{waiting} bytes wait");
+        core.purging = true;
+        assert_eq!(run(&mut core, now_ms(), true), 0);
+        assert_eq!(core.spans.dirty_bytes, waiting);
+        core.purging = false;
+        assert!(run(&mut core, now_ms(), true) >= 1 << 20);
     }
 }

@@ -256,6 +256,34 @@ fn scenario() {
             free(other);
             free(page as *mut c_void);
         },
+        Ok("orphan_mail") => unsafe {
+            // A worker allocates 8 MB and exits; malloc_trim trims its
+            // orphaned heap at once. Then this thread frees the blocks:
+            // they go to the orphan's inbox, which no thread will take.
+            // The purge takes it and gives the emptied pages back.
+            fn resident_bytes() -> usize {
+                let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+                let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+                pages * 4096
+            }
+            let blocks: Vec<usize> = std::thread::spawn(|| {
+                (0..4000).map(|_| touched(2000) as usize).collect()
+            })
+            .join()
+            .unwrap();
+            malloc_trim(0);
+            let full = resident_bytes();
+            for &p in &blocks {
+                free(p as *mut c_void);
+            }
+            for _ in 0..500 {
+                if resident_bytes() + (6 << 20) < full {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            panic!("{full} bytes resident with the blocks, {} 5 s after", resident_bytes());
+        },
         Ok("borrow") => unsafe {
             // 200 freed blocks of 288 bytes wait in their page. Blocks of 256
             // bytes asked for while that class has none free are taken from
@@ -502,6 +530,11 @@ fn the_uncarved_tail_of_a_page_on_a_backed_span_is_given_back() {
         "backed_tail",
         &[("CMA_BACKGROUND_PURGE", "0"), ("CMA_PURGE_DELAY_MS", "500")],
     );
+}
+
+#[test]
+fn blocks_freed_to_a_trimmed_orphan_are_collected_by_the_purge() {
+    child("orphan_mail", &[("CMA_PURGE_DELAY_MS", "20")]);
 }
 
 #[test]

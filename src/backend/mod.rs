@@ -40,6 +40,9 @@ pub struct Core {
     pub next_peak_sample: usize,
     /// When the next purge is due (ms; `u64::MAX`: nothing waits).
     pub next_purge_ms: u64,
+    /// True while a purge runs: giving an orphan's pages back releases
+    /// spans to the core, which must not start a purge inside it.
+    pub purging: bool,
 }
 
 /// Live blocks of one kind, their usable bytes, and allocations ever made.
@@ -86,6 +89,7 @@ impl Core {
             held_bytes: 0,
             next_peak_sample: 0,
             next_purge_ms: u64::MAX,
+            purging: false,
         }
     }
 

@@ -29,7 +29,7 @@ use crate::config::CHECKS;
 use crate::diag::{self, Call, HeapError};
 use crate::heap::block::{Block, encode, tag_of};
 use crate::heap::collect::{self, CoreAccess};
-use crate::heap::heap::{Heap, HeapStats, Outbox, SHARED_STATS};
+use crate::heap::heap::{Heap, HeapState, HeapStats, Outbox, SHARED_STATS};
 use crate::heap::secure;
 use crate::heap::size_class::{FOREIGN_CLASSES, block_size};
 use crate::heap::thread;
@@ -329,7 +329,8 @@ pub fn flush_all(heap: &Heap) {
     }
 }
 
-/// Pushes the linked blocks `head ..= tail` onto `owner`'s inbox.
+/// Pushes the linked blocks `head ..= tail` onto `owner`'s inbox. An
+/// orphan's inbox has no thread to take it: the purge is told.
 fn splice(owner: &Heap, head: *mut Block, tail: *mut Block) {
     let mut old = owner.inbox.load(Ordering::Relaxed);
     loop {
@@ -341,9 +342,12 @@ fn splice(owner: &Heap, head: *mut Block, tail: *mut Block) {
             Ordering::Release,
             Ordering::Relaxed,
         ) {
-            Ok(_) => return,
+            Ok(_) => break,
             Err(current) => old = current,
         }
+    }
+    if owner.state() == HeapState::Orphaned {
+        thread::note_orphan_mail();
     }
 }
 
