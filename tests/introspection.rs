@@ -266,11 +266,10 @@ fn scenario() {
                 let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
                 pages * 4096
             }
-            let blocks: Vec<usize> = std::thread::spawn(|| {
-                (0..4000).map(|_| touched(2000) as usize).collect()
-            })
-            .join()
-            .unwrap();
+            let blocks: Vec<usize> =
+                std::thread::spawn(|| (0..4000).map(|_| touched(2000) as usize).collect())
+                    .join()
+                    .unwrap();
             malloc_trim(0);
             let full = resident_bytes();
             for &p in &blocks {
@@ -282,7 +281,10 @@ fn scenario() {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            panic!("{full} bytes resident with the blocks, {} 5 s after", resident_bytes());
+            panic!(
+                "{full} bytes resident with the blocks, {} 5 s after",
+                resident_bytes()
+            );
         },
         Ok("borrow") => unsafe {
             // 200 freed blocks of 288 bytes wait in their page. Blocks of 256
