@@ -22,6 +22,9 @@ const EXTEND_BYTES: usize = 4096;
 /// (four blocks at a time kept 12 KiB more for a program's one stdio
 /// buffer, and 2% of `fragment`'s peak).
 const MIN_EXTEND_BLOCKS: usize = 1;
+/// In secure mode at least four, which `extend` links in a random order:
+/// one at a time, big blocks would come out in address order.
+const SECURE_MIN_EXTEND_BLOCKS: usize = 4;
 
 /// Pops a block from the page's free list, or returns null when the list is
 /// empty. The block must lie in the page's segment before it is touched: a
@@ -145,7 +148,12 @@ pub fn fully_carved(page: &Page) -> bool {
 
 /// Blocks carved at a time for pages of `block_size`.
 fn extend_count(block_size: usize) -> usize {
-    (EXTEND_BYTES / block_size).max(MIN_EXTEND_BLOCKS)
+    let min = if settings::secure() {
+        SECURE_MIN_EXTEND_BLOCKS
+    } else {
+        MIN_EXTEND_BLOCKS
+    };
+    (EXTEND_BYTES / block_size).max(min)
 }
 
 /// True when the page has idle blocks: more free than one carving adds.
