@@ -75,6 +75,26 @@ fn touch_and_free(count: usize, size: usize) {
     }
 }
 
+/// The first block of a page of 48 KiB blocks (eight slices), set up on
+/// the span a page of 40 KiB blocks has just emptied (all of it touched).
+fn page_on_a_backed_span() -> usize {
+    let old: Vec<*mut c_void> = (0..8).map(|_| touched(40 * 1024)).collect();
+    for p in old {
+        unsafe { free(p) };
+    }
+    black_box(unsafe { malloc(48 * 1024) }) as usize
+}
+
+/// OS pages resident in that page's span after its first block.
+fn resident_tail(page: usize) -> usize {
+    let from = page + 48 * 1024;
+    let pages = (page + 512 * 1024 - from) / 4096;
+    let mut map = vec![0u8; pages];
+    let rc = unsafe { libc::mincore(from as *mut c_void, pages * 4096, map.as_mut_ptr()) };
+    assert_eq!(rc, 0);
+    map.iter().filter(|&&m| m & 1 != 0).count()
+}
+
 /// Entry point of the child processes (does nothing in a normal run).
 #[test]
 fn scenario() {
@@ -230,21 +250,7 @@ fn scenario() {
             // resident, though only its first block is carved. Once the
             // tail has waited (a fiftieth of the purge delay) it is given
             // back, the next time the thread asks for a page.
-            let resident_tail = |page: usize| {
-                let from = page + 48 * 1024;
-                let pages = (page + 512 * 1024 - from) / 4096;
-                let mut map = vec![0u8; pages];
-                assert_eq!(
-                    libc::mincore(from as *mut c_void, pages * 4096, map.as_mut_ptr()),
-                    0
-                );
-                map.iter().filter(|&&m| m & 1 != 0).count()
-            };
-            let old: Vec<*mut c_void> = (0..8).map(|_| touched(40 * 1024)).collect();
-            for p in old {
-                free(p);
-            }
-            let page = black_box(malloc(48 * 1024)) as usize;
+            let page = page_on_a_backed_span();
             let before = resident_tail(page);
             assert!(
                 before >= 32,
@@ -285,6 +291,25 @@ fn scenario() {
                 "{full} bytes resident with the blocks, {} 5 s after",
                 resident_bytes()
             );
+        },
+        Ok("backed_tail_orphan") => unsafe {
+            // The same page set up by a thread that then exits, its block
+            // still live: when the orphaned heap is trimmed, the tail goes
+            // back with its empty pages.
+            let (page, before) = std::thread::spawn(|| {
+                let page = page_on_a_backed_span();
+                (page, resident_tail(page))
+            })
+            .join()
+            .unwrap();
+            assert!(
+                before >= 32,
+                "only {before} OS pages of the tail were resident"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(40));
+            malloc_trim(0);
+            assert_eq!(resident_tail(page), 0, "{before} OS pages were resident");
+            free(page as *mut c_void);
         },
         Ok("borrow") => unsafe {
             // 200 freed blocks of 288 bytes wait in their page. Blocks of 256
@@ -537,6 +562,14 @@ fn the_uncarved_tail_of_a_page_on_a_backed_span_is_given_back() {
 #[test]
 fn blocks_freed_to_a_trimmed_orphan_are_collected_by_the_purge() {
     child("orphan_mail", &[("CMA_PURGE_DELAY_MS", "20")]);
+}
+
+#[test]
+fn an_orphan_trimmed_gives_back_its_pages_tails() {
+    child(
+        "backed_tail_orphan",
+        &[("CMA_BACKGROUND_PURGE", "0"), ("CMA_PURGE_DELAY_MS", "500")],
+    );
 }
 
 #[test]

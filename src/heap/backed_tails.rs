@@ -58,8 +58,8 @@ pub fn note_set_up(heap: &Heap, page: &Page, backed: bool) {
     }
 }
 
-/// Gives back the tails that have waited a purge delay, if any is due.
-/// Owner only.
+/// Gives back the tails that have waited `wait_ms`, if any is due. By the
+/// heap's owner only (its thread, or the core for an orphan).
 #[inline]
 pub fn give_back_due(heap: &Heap) {
     if heap.tails_due_ms.get() != u64::MAX {

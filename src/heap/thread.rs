@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use crate::backend::{self, Core};
 use crate::diag;
+use crate::heap::backed_tails;
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, HeapState};
 use crate::heap::page_ops;
@@ -323,6 +324,8 @@ fn release_heap_memory(h: &Heap, core: &mut Core) {
         diag::fatal(diag::Call::Free, block, diag::HeapError::Corrupted);
     }
     drain_span_cache(h, core);
+    // Pages with live blocks stay; their never-carved tails need not.
+    backed_tails::give_back_due(h);
 }
 
 /// Gives the pages of a heap's span cache back to the core. The caller
