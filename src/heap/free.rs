@@ -117,6 +117,7 @@ pub enum Location {
     Huge,
 }
 
+#[inline]
 pub fn locate(addr: usize) -> Result<Location, HeapError> {
     match region_map::lookup(addr) {
         Region::Segment => {
