@@ -57,7 +57,7 @@ pub fn after_release(core: &mut Core) {
     // Inside a running purge (pages it takes from a heap come back here)
     // nothing more: it sets the next due time when it is done.
     if !core.purging {
-        if now >= core.next_purge_ms || thread::take_orphan_mail() {
+        if purge_wanted(core, now) {
             run(core, now, false);
         } else if core.next_purge_ms == u64::MAX {
             core.next_purge_ms = now + settings::purge_delay_ms();
@@ -68,6 +68,14 @@ pub fn after_release(core: &mut Core) {
     if waiting && background_would_oversleep(core) {
         WORK.store(1, Ordering::Release);
     }
+}
+
+/// True when a purge is due, or orphans got mail since the last purge
+/// (taken here either way: the purge collects every trimmed orphan's
+/// inbox, so it must not stay set to start another one).
+fn purge_wanted(core: &Core, now: u64) -> bool {
+    let mail = thread::take_orphan_mail();
+    mail || now >= core.next_purge_ms
 }
 
 /// True when the background thread is not running yet, or sleeps past the
@@ -164,11 +172,12 @@ pub fn kick() {
 }
 
 /// Asks for a purge soon (orphans got mail): wakes the background thread
-/// if it runs, else the next release to the core purges. Callable with the
+/// if it runs (never with `CMA_BACKGROUND_PURGE=0`: `kick` does not start
+/// it then), else the next release to the core purges. Callable with the
 /// core lock held: it never starts the thread (that allocates) and never
 /// takes a lock.
 pub fn request() {
-    if settings::background_purge() && STATE.load(Ordering::Acquire) == RUNNING {
+    if STATE.load(Ordering::Acquire) == RUNNING {
         WAKE.fetch_add(1, Ordering::Release);
         futex::wake_one(&WAKE);
     }
@@ -221,7 +230,7 @@ extern "C" fn background(_: *mut libc::c_void) -> *mut libc::c_void {
         let next_due = {
             let mut core = backend::lock();
             let now = now_ms();
-            if now >= core.next_purge_ms || thread::take_orphan_mail() {
+            if purge_wanted(&core, now) {
                 run(&mut core, now, false);
             }
             SLEEP_UNTIL.store(core.next_purge_ms, Ordering::Relaxed);

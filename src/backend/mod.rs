@@ -119,14 +119,14 @@ impl Core {
     }
 
     fn give_back_page_span(&mut self, page: &Page, backed: bool) {
+        let bytes = page.slice_count() * SLICE_SIZE;
         guard::disarm(page);
         if backed {
             guard::scrub(page);
         } else {
-            let bytes = page.slice_count() * SLICE_SIZE;
             crate::os::mmap::decommit(page.start() as *mut u8, bytes);
         }
-        self.held_bytes -= page.slice_count() * SLICE_SIZE;
+        self.held_bytes -= bytes;
         self.spans.free(page, now_ms(), backed);
     }
 
