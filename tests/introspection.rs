@@ -26,6 +26,7 @@ struct MallInfo2 {
 
 unsafe extern "C" {
     fn malloc(size: usize) -> *mut c_void;
+    fn calloc(count: usize, size: usize) -> *mut c_void;
     fn free(ptr: *mut c_void);
     fn free_sized(ptr: *mut c_void, size: usize);
     fn aligned_alloc(align: usize, size: usize) -> *mut c_void;
@@ -225,6 +226,61 @@ fn scenario() {
             assert_eq!(z, y, "took {z:?}: x (clean) is {x:?}, y (dirty) is {y:?}");
             for p in [before, between, after, z] {
                 free(p);
+            }
+        },
+        Ok("calloc_fresh") => unsafe {
+            // calloc of blocks carved from a fresh page: they are zero
+            // already, so only the OS page holding the link written at
+            // carving is backed, not the rest of the block.
+            const SIZE: usize = 14000;
+            for _ in 0..2 {
+                let p = black_box(calloc(1, SIZE)).cast::<u8>();
+                assert!(!p.is_null());
+                let first_whole_page = (p as usize).next_multiple_of(4096) + 4096;
+                let mut resident = [0u8; 1];
+                assert_eq!(
+                    libc::mincore(first_whole_page as *mut c_void, 4096, resident.as_mut_ptr()),
+                    0
+                );
+                assert_eq!(resident[0] & 1, 0, "calloc touched a fresh block");
+                assert!(std::slice::from_raw_parts(p, SIZE).iter().all(|&b| b == 0));
+            }
+        },
+        Ok("calloc_on_a_used_span") => unsafe {
+            // Four pages of 4 KiB blocks, every byte written, all freed: the
+            // spans of those that are not current go back (to the heap's
+            // span cache or the core) and are set up again for 4.5 KiB
+            // blocks. calloc must zero
+            // them: their memory is not fresh.
+            let old: Vec<*mut c_void> = (0..64).map(|_| black_box(malloc(4096))).collect();
+            for &p in &old {
+                std::ptr::write_bytes(p.cast::<u8>(), 0xab, 4096);
+            }
+            let (low, high) = (
+                old.iter().map(|&p| p as usize).min().unwrap(),
+                old.iter().map(|&p| p as usize).max().unwrap() + 4096,
+            );
+            for &p in &old {
+                free(p);
+            }
+            let mut reused = 0;
+            let new: Vec<*mut u8> = (0..28)
+                .map(|_| black_box(calloc(1, 4608)).cast::<u8>())
+                .collect();
+            for &p in &new {
+                assert!(!p.is_null());
+                assert!(
+                    std::slice::from_raw_parts(p, 4608).iter().all(|&b| b == 0),
+                    "calloc returned dirty memory"
+                );
+                reused += usize::from((low..high).contains(&(p as usize)));
+            }
+            assert!(
+                reused > 0,
+                "no block came from the freed span: the test proves nothing"
+            );
+            for p in new {
+                free(p.cast());
             }
         },
         Ok("carve_one") => unsafe {
@@ -549,6 +605,16 @@ fn a_dirty_span_is_reused_before_a_clean_one() {
 #[test]
 fn blocks_of_4_kib_and_more_are_carved_one_at_a_time() {
     child("carve_one", &[]);
+}
+
+#[test]
+fn calloc_does_not_touch_fresh_blocks() {
+    child("calloc_fresh", &[]);
+}
+
+#[test]
+fn calloc_zeroes_blocks_of_a_span_set_up_again() {
+    child("calloc_on_a_used_span", &[]);
 }
 
 #[test]

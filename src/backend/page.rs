@@ -137,7 +137,9 @@ pub struct Page {
     pub in_queue: Owned<bool>,
     /// True while the span's memory is backed (not purged).
     pub committed: Owned<bool>,
-    /// True when the memory of the span is known to be all zero.
+    /// True when the memory of the span is known to be all zero. For a
+    /// small page: true while its never-carved blocks are (it was set up on
+    /// a zero span; carving writes only the blocks it carves).
     pub is_zero: Owned<bool>,
 }
 

@@ -91,8 +91,12 @@ pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
     let size = secure::padded(size);
     let block = match route(size, align) {
         Route::Class(class, borrow) => {
+            if zero {
+                heap.fresh_block.set(0);
+            }
             let block = alloc_in_class(heap, class, borrow, &mut CoreAccess::Take);
-            Block::new(block, block_size(class), false)
+            let fresh = zero && !block.is_null() && block as usize == heap.fresh_block.get();
+            Block::class(block, block_size(class), fresh)
         }
         Route::Large => alloc_large(size, align),
         Route::Huge => alloc_huge(size, align),
@@ -197,6 +201,17 @@ impl Block {
             zeroed,
             huge: false,
         }
+    }
+
+    /// A block of a size class; `fresh` when it was carved during this
+    /// call from memory known to be zero, so all of it is zero but its
+    /// link word (`take` already cleared the tag word).
+    fn class(ptr: *mut u8, bytes: usize, fresh: bool) -> Block {
+        if fresh {
+            // SAFETY: a block of at least 16 bytes, ours.
+            unsafe { ptr.cast::<usize>().write(0) };
+        }
+        Block::new(ptr, bytes, fresh)
     }
 
     /// Zeroes the block if asked and it is not known to be zero, and arms
@@ -313,7 +328,7 @@ fn grow(heap: &Heap, class: usize, extendable: *mut Page, core: &mut CoreAccess)
         // and its tail as it was).
         let other_class = p.class.get() as usize != class;
         if other_class {
-            page_ops::init_small(p, heap, class);
+            page_ops::init_small(p, heap, class, false);
         }
         if p.free.get().is_null() {
             page_ops::extend(p, heap);
@@ -333,7 +348,7 @@ fn grow(heap: &Heap, class: usize, extendable: *mut Page, core: &mut CoreAccess)
     }
     // SAFETY: a fresh span from the core, now owned by this heap.
     let p = unsafe { &*page };
-    page_ops::init_small(p, heap, class);
+    page_ops::init_small(p, heap, class, p.is_zero.get());
     page_ops::extend(p, heap);
     backed_tails::note_set_up(heap, p, p.committed.get());
     heap.make_current(class, p);

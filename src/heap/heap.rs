@@ -315,6 +315,11 @@ pub struct Heap {
     /// is due to be given back (ms; `u64::MAX`: none waits). See
     /// `backed_tails`.
     pub tails_due_ms: Owned<u64>,
+    /// The block `page_ops::extend` last carved first from memory known to
+    /// be zero (0: none). calloc clears it, allocates, and skips zeroing
+    /// when it gets that very block: carved during its own call, the block
+    /// is zero but for its link word.
+    pub fresh_block: Owned<usize>,
     _pad: [u8; 64],
     /// Blocks of this heap freed by other threads: a lock-free stack of
     /// encoded links, pushed by anyone, taken whole by the owner.
@@ -344,6 +349,7 @@ impl Heap {
             patrol_next: Owned::new(0),
             rng: Owned::new(0),
             tails_due_ms: Owned::new(u64::MAX),
+            fresh_block: Owned::new(0),
             _pad: [0; 64],
             inbox: AtomicUsize::new(0),
             _pad_after: [0; 56],

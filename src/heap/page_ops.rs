@@ -114,8 +114,9 @@ fn corrupted_link(page: &Page, bad_link: usize) -> ! {
     )
 }
 
-/// Sets up a span fresh from the core as a page of `class` owned by `heap`.
-pub fn init_small(page: &Page, heap: &Heap, class: usize) {
+/// Sets up a span as a page of `class` owned by `heap`; `zero` says whether
+/// all of its memory is known to be zero.
+pub fn init_small(page: &Page, heap: &Heap, class: usize, zero: bool) {
     fold_allocs(page, heap);
     let block_size = block_size_of(class);
     let segment = Segment::of(page as *const Page as usize);
@@ -131,6 +132,7 @@ pub fn init_small(page: &Page, heap: &Heap, class: usize) {
     page.class.set(class as u8);
     page.in_queue.set(false);
     page.set_kind(PageKind::Small);
+    page.is_zero.set(zero);
     page.heap.store(heap.owner_word(), Ordering::Relaxed);
 }
 
@@ -202,6 +204,11 @@ pub fn extend(page: &Page, heap: &Heap) {
         }
         commit_carved(page, capacity + count, next);
         return;
+    }
+    // Never carved before, so zero when the page's memory was: calloc need
+    // not clear the first block but for its link (see `Heap::fresh_block`).
+    if page.is_zero.get() {
+        heap.fresh_block.set(first);
     }
     // Link in address order, last block first, so the list runs upwards.
     for i in (0..count).rev() {
