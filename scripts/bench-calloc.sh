@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# calloc of memory the program mostly never writes: RSS under glibc,
+# jemalloc, mimalloc, tcmalloc and CMA, side by side (benches/calloc_sparse.c;
+# not part of the scripts/bench.sh suite).
+#
+#   scripts/bench-calloc.sh [RUNS]     default 5 runs per allocator, interleaved
+#
+# Prints a markdown table: medians of RSS after round 1 (fresh memory) with
+# its ratio to glibc, RSS after round 2 (memory used before), the time of
+# both rounds, and the sum of `errors` (bytes calloc returned non-zero, or
+# blocks that did not read back) over all runs, which must be 0.
+# Exit status: 1 when any run reported errors or failed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+RUNS="${1:-5}"
+LIBDIR=/usr/lib/x86_64-linux-gnu
+CMA_LIB="${CMA_LIB:-$ROOT/target/release/libcma.so}"
+
+"$ROOT/scripts/install-deps.sh" --no-cargo
+[ -f "$CMA_LIB" ] || make -s lib
+mkdir -p benches/build
+cc -O2 -pthread -Wall -Wextra -o benches/build/calloc_sparse benches/calloc_sparse.c
+
+declare -A LIB=(
+    [glibc]=""
+    [jemalloc]="$LIBDIR/libjemalloc.so.2"
+    [mimalloc]="$LIBDIR/libmimalloc.so.2"
+    [tcmalloc]="$LIBDIR/libtcmalloc_minimal.so.4"
+    [cma]="$CMA_LIB"
+)
+ORDER=(glibc jemalloc mimalloc tcmalloc cma)
+OUT="$(mktemp)"
+trap 'rm -f "$OUT"' EXIT
+
+for _ in $(seq "$RUNS"); do
+    for a in "${ORDER[@]}"; do
+        line="$(LD_PRELOAD="${LIB[$a]}" benches/build/calloc_sparse |
+            awk '/^rss_kb.round1/{r1=$2} /^rss_kb.round2/{r2=$2}
+                 /^elapsed_s/{t=$2} /^errors/{e=$2} END{print r1, r2, t, e}')"
+        echo "$a $line" >>"$OUT"
+    done
+done
+
+python3 - "$OUT" "${ORDER[@]}" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, *vals = line.split()
+    if len(vals) != 4:
+        print(f"{name}: a run failed", file=sys.stderr)
+        sys.exit(1)
+    rows.setdefault(name, []).append(
+        (int(vals[0]) / 1024, int(vals[1]) / 1024, float(vals[2]), int(vals[3])))
+med = lambda name, i: statistics.median(r[i] for r in rows[name])
+base = med("glibc", 0)
+print("| allocator | RSS after round 1 MiB | ×glibc | RSS after round 2 MiB | time s | errors |")
+print("| :--- | ---: | ---: | ---: | ---: | ---: |")
+errors = 0
+for name in sys.argv[2:]:
+    e = sum(r[3] for r in rows[name])
+    errors += e
+    print(f"| {name} | {med(name, 0):.1f} | {med(name, 0) / base:.2f} | "
+          f"{med(name, 1):.1f} | {med(name, 2):.3f} | {e} |")
+sys.exit(1 if errors else 0)
+PY
