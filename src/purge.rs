@@ -97,16 +97,16 @@ pub fn run(core: &mut Core, now: u64, force: bool) -> usize {
     }
     core.purging = true;
     let delay = settings::purge_delay_ms();
-    let orphans_pending = thread::trim_orphans(core, now, delay, force);
+    let orphans = thread::trim_orphans(core, now, delay, force);
     let caches_pending = thread::take_idle_span_caches(core, now, delay, force);
     core.purging = false;
     let purged = core.spans.purge(now, delay, force, None);
-    core.next_purge_ms = [purged.next_due_ms, orphans_pending, caches_pending]
+    core.next_purge_ms = [purged.next_due_ms, orphans.next_due_ms, caches_pending]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(u64::MAX);
-    purged.bytes
+    purged.bytes + orphans.interior_bytes
 }
 
 /// Decommits free spans, oldest first (in passes of halving age), until at
@@ -125,9 +125,9 @@ fn purge_oldest(core: &mut Core, now: u64, target: usize) {
 /// `malloc_trim`: the calling thread's free memory, then everything the core
 /// holds, back to the OS now. Returns the bytes given back.
 pub fn trim_now() -> usize {
-    thread::trim_current();
+    let interior_bytes = thread::trim_current();
     let mut core = backend::lock();
-    run(&mut core, now_ms(), true)
+    interior_bytes + run(&mut core, now_ms(), true)
 }
 
 // ---- the background thread ------------------------------------------------

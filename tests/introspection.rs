@@ -283,6 +283,56 @@ fn scenario() {
                 free(p.cast());
             }
         },
+        Ok("trim_interiors") => unsafe {
+            // 64 blocks of 20 KiB, every byte written; all but every eighth
+            // freed, so every page still holds live blocks. malloc_trim
+            // gives back the OS pages inside the freed blocks (all but the
+            // one holding each block's link), and the kept blocks are intact.
+            const SIZE: usize = 20 * 1024;
+            let blocks: Vec<*mut u8> = (0..64).map(|_| touched(SIZE).cast::<u8>()).collect();
+            let resident = |p: *mut u8| -> usize {
+                let from = (p as usize).next_multiple_of(4096) + 4096;
+                let to = (p as usize + SIZE) / 4096 * 4096;
+                let mut map = vec![0u8; (to - from) / 4096];
+                assert_eq!(
+                    libc::mincore(from as *mut c_void, to - from, map.as_mut_ptr()),
+                    0
+                );
+                map.iter().filter(|&&b| b & 1 != 0).count()
+            };
+            let freed: Vec<*mut u8> = (0..64).filter(|i| i % 8 != 0).map(|i| blocks[i]).collect();
+            for &p in &freed {
+                free(p.cast());
+            }
+            let before: usize = freed.iter().map(|&p| resident(p)).sum();
+            assert!(
+                before > 100,
+                "only {before} OS pages of the freed blocks resident"
+            );
+            assert_eq!(malloc_trim(0), 1);
+            let after: usize = freed.iter().map(|&p| resident(p)).sum();
+            assert_eq!(after, 0, "{after} of {before} OS pages still resident");
+            for i in (0..64).step_by(8) {
+                let kept = std::slice::from_raw_parts(blocks[i], SIZE);
+                assert!(kept.iter().all(|&b| b == 1), "a live block changed");
+            }
+            // The freed blocks serve again, and calloc's are zero.
+            let again: Vec<*mut u8> = (0..freed.len())
+                .map(|_| touched(SIZE).cast::<u8>())
+                .collect();
+            let zeroed = black_box(calloc(1, SIZE)).cast::<u8>();
+            assert!(
+                std::slice::from_raw_parts(zeroed, SIZE)
+                    .iter()
+                    .all(|&b| b == 0)
+            );
+            for p in again.into_iter().chain([zeroed]) {
+                free(p.cast());
+            }
+            for i in (0..64).step_by(8) {
+                free(blocks[i].cast());
+            }
+        },
         Ok("carve_one") => unsafe {
             // The first block of a fresh page of 12 KiB blocks backs its
             // own pages only: the block after it is carved (and its link
@@ -605,6 +655,11 @@ fn a_dirty_span_is_reused_before_a_clean_one() {
 #[test]
 fn blocks_of_4_kib_and_more_are_carved_one_at_a_time() {
     child("carve_one", &[]);
+}
+
+#[test]
+fn malloc_trim_gives_back_the_inside_of_free_blocks() {
+    child("trim_interiors", &[]);
 }
 
 #[test]

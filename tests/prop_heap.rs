@@ -86,6 +86,7 @@ unsafe extern "C" {
     fn pvalloc(size: usize) -> *mut c_void;
     fn free_sized(ptr: *mut c_void, size: usize);
     fn free_aligned_sized(ptr: *mut c_void, alignment: usize, size: usize);
+    fn malloc_trim(pad: usize) -> i32;
 }
 
 const KIB: usize = 1024;
@@ -183,6 +184,9 @@ enum Op {
     Interior(u16),
     Bad(Bad),
     VerifyAll,
+    /// malloc_trim(0) (it gives back the inside of free blocks among live
+    /// ones), then every live block is verified.
+    Trim,
     /// Moves the block to the shared mailbox (four-thread property).
     Send,
     /// Adopts the oldest block of the mailbox, if any.
@@ -243,6 +247,7 @@ impl fmt::Debug for Op {
             Op::Interior(o) => write!(f, "Interior({o})"),
             Op::Bad(ref b) => write!(f, "Bad({b:?})"),
             Op::VerifyAll => write!(f, "VerifyAll"),
+            Op::Trim => write!(f, "Trim"),
             Op::Send => write!(f, "Send"),
             Op::Receive => write!(f, "Receive"),
         }
@@ -388,6 +393,7 @@ fn step(threads: bool) -> BoxedStrategy<Step> {
         (3, any::<u16>().prop_map(Op::Interior).boxed()),
         (2, bad().prop_map(Op::Bad).boxed()),
         (1, Just(Op::VerifyAll).boxed()),
+        (1, Just(Op::Trim).boxed()),
     ];
     if threads {
         arms.push((4, Just(Op::Send).boxed()));
@@ -1087,6 +1093,11 @@ impl<'a> Model<'a> {
             Op::Interior(o) => self.interior(o),
             Op::Bad(ref bad) => self.bad(bad),
             Op::VerifyAll => self.verify_all(),
+            Op::Trim => {
+                // SAFETY: malloc_trim has no preconditions.
+                unsafe { malloc_trim(0) };
+                self.verify_all()
+            }
             Op::Send => {
                 let Some(b) = self.take("before sending")? else {
                     return Ok(());

@@ -8,6 +8,7 @@ pub mod collect;
 pub mod free;
 #[allow(clippy::module_inception)]
 pub mod heap;
+pub mod interiors;
 pub mod page_ops;
 pub mod realloc;
 pub mod remote;

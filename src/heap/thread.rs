@@ -11,6 +11,7 @@ use crate::diag;
 use crate::heap::backed_tails;
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, HeapState};
+use crate::heap::interiors;
 use crate::heap::page_ops;
 use crate::heap::remote;
 use crate::heap::secure;
@@ -230,12 +231,20 @@ pub fn take_orphan_mail() -> bool {
     ORPHAN_MAIL.load(Ordering::Relaxed) && ORPHAN_MAIL.swap(false, Ordering::AcqRel)
 }
 
+/// What `trim_orphans` did.
+pub struct OrphansTrimmed {
+    /// When the next orphan becomes due, if one waits.
+    pub next_due_ms: Option<u64>,
+    /// Bytes decommitted inside free blocks (see `interiors`).
+    pub interior_bytes: usize,
+}
+
 /// Gives the free memory of heaps orphaned at least `delay_ms` ago (all,
 /// when `force`) back to the core, and that of already trimmed orphans
-/// whose inbox got blocks since. Returns when the next orphan becomes due,
-/// if one waits. With the core lock held.
-pub fn trim_orphans(core: &mut Core, now_ms: u64, delay_ms: u64, force: bool) -> Option<u64> {
+/// whose inbox got blocks since. With the core lock held.
+pub fn trim_orphans(core: &mut Core, now_ms: u64, delay_ms: u64, force: bool) -> OrphansTrimmed {
     let mut next_due: Option<u64> = None;
+    let mut interior_bytes = 0;
     let mut heap = core.registry.first_orphan();
     while !heap.is_null() {
         // SAFETY: orphans are registered heaps (never unmapped) that only the
@@ -254,12 +263,16 @@ pub fn trim_orphans(core: &mut Core, now_ms: u64, delay_ms: u64, force: bool) ->
             .saturating_add(delay_ms);
         if force || now_ms >= due {
             release_heap_memory(h, core);
+            interior_bytes += interiors::give_back(h);
             core.registry.mark_trimmed(h);
         } else {
             next_due = Some(next_due.map_or(due, |d: u64| d.min(due)));
         }
     }
-    next_due
+    OrphansTrimmed {
+        next_due_ms: next_due,
+        interior_bytes,
+    }
 }
 
 /// Takes the pages that have waited in any heap's span cache for at least
@@ -304,15 +317,17 @@ pub fn take_idle_span_caches(
 
 /// `malloc_trim` for the calling thread: every page of its heap without a
 /// live block, its span cache and the blocks it keeps for other heaps go
-/// back (to the core, and to their owners).
-pub fn trim_current() {
+/// back (to the core, and to their owners), and the OS pages inside the
+/// free blocks of its other pages to the OS. Returns the bytes of those.
+pub fn trim_current() -> usize {
     let heap = tls::heap();
     if !is_own(heap) {
-        return;
+        return 0;
     }
     // SAFETY: the calling thread's own heap.
     let h = unsafe { &*heap };
     release_heap_memory(h, &mut backend::lock());
+    interiors::give_back(h)
 }
 
 /// Returns a heap's free memory: foreign blocks to their owners, empty pages
