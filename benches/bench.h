@@ -28,6 +28,7 @@
 #define _GNU_SOURCE
 #endif
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -231,6 +232,25 @@ static BENCH_UNUSED void print_rss(const char *point)
 {
     printf("rss_kb.%s: %ld\n", point, rss_kb());
     fflush(stdout);
+}
+
+/* Calls malloc_trim(0) if the process has one (looked up at run time:
+ * the preloaded allocator's, else glibc's), prints which object defined
+ * it as "trim_from: LIB" and the RSS at `point` ("trim_from: none" and
+ * -1 when there is none). */
+static BENCH_UNUSED void trim_and_print_rss(const char *point)
+{
+    int (*trim)(size_t) = (int (*)(size_t))dlsym(RTLD_DEFAULT, "malloc_trim");
+    if (!trim) {
+        printf("trim_from: none\nrss_kb.%s: -1\n", point);
+        return;
+    }
+    Dl_info info;
+    const char *from = dladdr((void *)trim, &info) && info.dli_fname ? info.dli_fname : "?";
+    const char *slash = strrchr(from, '/');
+    printf("trim_from: %s\n", slash ? slash + 1 : from);
+    trim(0);
+    print_rss(point);
 }
 
 typedef struct {

@@ -20,8 +20,6 @@
  */
 #include "bench.h"
 
-#include <dlfcn.h>
-
 #define BLOCK (64 * 1024)
 
 int main(int argc, char **argv)
@@ -56,17 +54,7 @@ int main(int argc, char **argv)
     print_rss("after_free");
 
     /* Second variant: malloc_trim(0), looked up at run time. */
-    int (*trim)(size_t) = (int (*)(size_t))dlsym(RTLD_DEFAULT, "malloc_trim");
-    if (trim) {
-        Dl_info info;
-        const char *from = dladdr((void *)trim, &info) && info.dli_fname ? info.dli_fname : "?";
-        const char *slash = strrchr(from, '/');
-        printf("trim_from: %s\n", slash ? slash + 1 : from);
-        trim(0);
-        print_rss("after_trim");
-    } else {
-        printf("trim_from: none\nrss_kb.after_trim: -1\n");
-    }
+    trim_and_print_rss("after_trim");
     free(v);
     return bench_finish(sum, (t1 - t0) + (t3 - t2));
 }

@@ -11,6 +11,8 @@
  * Output:
  *     rss_kb.threads_done   all threads joined, the survivors still live
  *     live_kb.survivors     bytes the survivors hold
+ *     rss_kb.after_trim     then after malloc_trim(0), survivors still live
+ *                           (trim_from: which object defined malloc_trim)
  *     rss_kb.end            after the main thread freed the survivors
  *
  *     mem_threads [THREADS [SCALE]]     default 8 1
@@ -96,6 +98,7 @@ int main(int argc, char **argv)
     uint64_t kept = 0, sum = 0;
     for (uint64_t i = 0; i < total; i++) kept += jobs[i].kept_bytes;
     printf("live_kb.survivors: %llu\n", (unsigned long long)(kept / 1024));
+    trim_and_print_rss("after_trim");
 
     double t2 = now_s();
     for (uint64_t i = 0; i < total; i++) {

@@ -333,6 +333,73 @@ fn scenario() {
                 free(blocks[i].cast());
             }
         },
+        Ok("orphan_interiors") => unsafe {
+            // Six threads each write 32 blocks of 20 KiB, free all but every
+            // eighth and exit together: six orphans, four kept warm and two
+            // trimmed at exit (cold). Once the (short) purge delay has
+            // passed, the purge has given back the inside of the freed
+            // blocks of both kinds, and the kept blocks are intact.
+            const SIZE: usize = 20 * 1024;
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let workers: Vec<_> = (0..6)
+                .map(|_| {
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        let blocks: Vec<usize> = (0..32).map(|_| touched(SIZE) as usize).collect();
+                        let (kept, freed): (Vec<usize>, Vec<usize>) =
+                            (0..32).partition(|i| i % 8 == 0);
+                        for &i in &freed {
+                            free(blocks[i] as *mut c_void);
+                        }
+                        barrier.wait();
+                        (
+                            kept.iter().map(|&i| blocks[i]).collect::<Vec<_>>(),
+                            freed.iter().map(|&i| blocks[i]).collect::<Vec<_>>(),
+                        )
+                    })
+                })
+                .collect();
+            let results: Vec<(Vec<usize>, Vec<usize>)> =
+                workers.into_iter().map(|w| w.join().unwrap()).collect();
+            let inner = |p: usize| -> (usize, usize) {
+                let from = p.next_multiple_of(4096) + 4096;
+                let to = (p + SIZE) / 4096 * 4096;
+                let mut map = vec![0u8; (to - from) / 4096];
+                assert_eq!(
+                    libc::mincore(from as *mut c_void, to - from, map.as_mut_ptr()),
+                    0
+                );
+                (map.iter().filter(|&&b| b & 1 != 0).count(), map.len())
+            };
+            // The purge thread runs once the delay is due: wait for it (up
+            // to 3 s on a loaded machine), then name what is left.
+            let all_resident = || -> usize {
+                results
+                    .iter()
+                    .flat_map(|(_, freed)| freed.iter())
+                    .map(|&p| inner(p).0)
+                    .sum()
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while all_resident() > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            for (thread, (kept, freed)) in results.iter().enumerate() {
+                let (resident, pages) = freed
+                    .iter()
+                    .map(|&p| inner(p))
+                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                assert_eq!(
+                    resident, 0,
+                    "thread {thread}: {resident} of {pages} OS pages inside its freed blocks resident"
+                );
+                for &p in kept {
+                    let bytes = std::slice::from_raw_parts(p as *const u8, SIZE);
+                    assert!(bytes.iter().all(|&b| b == 1), "a live block changed");
+                    free(p as *mut c_void);
+                }
+            }
+        },
         Ok("carve_one") => unsafe {
             // The first block of a fresh page of 12 KiB blocks backs its
             // own pages only: the block after it is carved (and its link
@@ -660,6 +727,11 @@ fn blocks_of_4_kib_and_more_are_carved_one_at_a_time() {
 #[test]
 fn malloc_trim_gives_back_the_inside_of_free_blocks() {
     child("trim_interiors", &[]);
+}
+
+#[test]
+fn the_purge_gives_back_the_inside_of_orphans_free_blocks() {
+    child("orphan_interiors", &[("CMA_PURGE_DELAY_MS", "20")]);
 }
 
 #[test]

@@ -648,7 +648,7 @@ def build_report(agg, allocs, meta, problems, notes):
             rows.append(row)
         L.append(md_table(hdr, rows))
         L.append("")
-        if c[0] == "mem_release":
+        if c[0] in ("mem_release", "mem_threads"):
             tf = {a: agg[c].get(a, {}).get("strings", {}).get("trim_from") for a in allocs}
             tf = {a: v for a, v in tf.items() if v}
             if tf:

@@ -82,6 +82,7 @@ impl Registry {
         h.orphaned_at_ms.store(now_ms, Ordering::Relaxed);
         h.thread_id.store(0, Ordering::Relaxed);
         h.trimmed.store(!warm, Ordering::Relaxed);
+        h.interiors_given.store(false, Ordering::Relaxed);
         self.warm_count += usize::from(warm);
         if warm || self.orphans.is_null() {
             h.orphan_next.store(self.orphans, Ordering::Relaxed);

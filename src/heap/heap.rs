@@ -286,6 +286,9 @@ pub struct Heap {
     /// taken back its free memory (under the core lock).
     pub orphaned_at_ms: AtomicU64,
     pub trimmed: AtomicBool,
+    /// Whether the purge has given back the inside of the orphan's free
+    /// blocks since it was orphaned (see `interiors`; under the core lock).
+    pub interiors_given: AtomicBool,
     /// Empty pages kept for reuse without the core lock (see
     /// `take_cached_span`): unlinked, all blocks free. The owner fills and
     /// takes slots; the purge thread may take a slot that has waited past
@@ -339,6 +342,7 @@ impl Heap {
             orphan_next: AtomicPtr::new(ptr::null_mut()),
             orphaned_at_ms: AtomicU64::new(0),
             trimmed: AtomicBool::new(false),
+            interiors_given: AtomicBool::new(false),
             span_cache: [const { CachedSpan::new() }; SPAN_CACHE_SLOTS],
             outbox: [const { Outbox::new() }; OUTBOX_SLOTS],
             foreign: [const { Owned::new(ptr::null_mut()) }; FOREIGN_CLASSES],

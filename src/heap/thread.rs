@@ -251,21 +251,27 @@ pub fn trim_orphans(core: &mut Core, now_ms: u64, delay_ms: u64, force: bool) ->
         // core, whose lock we hold, works on.
         let h = unsafe { &*heap };
         heap = h.orphan_next.load(Ordering::Relaxed);
-        if h.trimmed.load(Ordering::Relaxed) {
-            if h.inbox.load(Ordering::Relaxed) != 0 {
-                release_heap_memory(h, core);
-            }
-            continue;
-        }
         let due = h
             .orphaned_at_ms
             .load(Ordering::Relaxed)
             .saturating_add(delay_ms);
-        if force || now_ms >= due {
+        let is_due = force || now_ms >= due;
+        let trimmed = h.trimmed.load(Ordering::Relaxed);
+        let interiors_wait = !h.interiors_given.load(Ordering::Relaxed);
+        if trimmed {
+            if h.inbox.load(Ordering::Relaxed) != 0 {
+                release_heap_memory(h, core);
+            }
+        } else if is_due {
             release_heap_memory(h, core);
-            interior_bytes += interiors::give_back(h);
             core.registry.mark_trimmed(h);
-        } else {
+        }
+        // A cold orphan, trimmed at its thread's exit, still gives back the
+        // inside of its free blocks once due (malloc_trim: again, always).
+        if is_due && (interiors_wait || force) {
+            interior_bytes += interiors::give_back(h);
+            h.interiors_given.store(true, Ordering::Relaxed);
+        } else if !is_due && (interiors_wait || !trimmed) {
             next_due = Some(next_due.map_or(due, |d: u64| d.min(due)));
         }
     }
