@@ -88,12 +88,24 @@ fn page_on_a_backed_span() -> usize {
 
 /// OS pages resident in that page's span after its first block.
 fn resident_tail(page: usize) -> usize {
-    let from = page + 48 * 1024;
-    let pages = (page + 512 * 1024 - from) / 4096;
-    let mut map = vec![0u8; pages];
-    let rc = unsafe { libc::mincore(from as *mut c_void, pages * 4096, map.as_mut_ptr()) };
+    resident_pages(page + 48 * 1024, page + 512 * 1024)
+}
+
+/// How many OS pages of `[from, to)` (page-aligned) are resident.
+fn resident_pages(from: usize, to: usize) -> usize {
+    let mut map = vec![0u8; (to - from) / 4096];
+    let rc = unsafe { libc::mincore(from as *mut c_void, to - from, map.as_mut_ptr()) };
     assert_eq!(rc, 0);
     map.iter().filter(|&&m| m & 1 != 0).count()
+}
+
+/// The whole OS pages inside a block of `size` bytes at `block` after the
+/// one holding its first words (what a trim gives back of a free block):
+/// how many are resident, and how many there are.
+fn inner_pages(block: usize, size: usize) -> (usize, usize) {
+    let from = (block + 16).next_multiple_of(4096);
+    let to = (block + size) / 4096 * 4096;
+    (resident_pages(from, to), (to - from) / 4096)
 }
 
 /// Entry point of the child processes (does nothing in a normal run).
@@ -290,16 +302,7 @@ fn scenario() {
             // one holding each block's link), and the kept blocks are intact.
             const SIZE: usize = 20 * 1024;
             let blocks: Vec<*mut u8> = (0..64).map(|_| touched(SIZE).cast::<u8>()).collect();
-            let resident = |p: *mut u8| -> usize {
-                let from = (p as usize).next_multiple_of(4096) + 4096;
-                let to = (p as usize + SIZE) / 4096 * 4096;
-                let mut map = vec![0u8; (to - from) / 4096];
-                assert_eq!(
-                    libc::mincore(from as *mut c_void, to - from, map.as_mut_ptr()),
-                    0
-                );
-                map.iter().filter(|&&b| b & 1 != 0).count()
-            };
+            let resident = |p: *mut u8| inner_pages(p as usize, SIZE).0;
             let freed: Vec<*mut u8> = (0..64).filter(|i| i % 8 != 0).map(|i| blocks[i]).collect();
             for &p in &freed {
                 free(p.cast());
@@ -361,16 +364,7 @@ fn scenario() {
                 .collect();
             let results: Vec<(Vec<usize>, Vec<usize>)> =
                 workers.into_iter().map(|w| w.join().unwrap()).collect();
-            let inner = |p: usize| -> (usize, usize) {
-                let from = p.next_multiple_of(4096) + 4096;
-                let to = (p + SIZE) / 4096 * 4096;
-                let mut map = vec![0u8; (to - from) / 4096];
-                assert_eq!(
-                    libc::mincore(from as *mut c_void, to - from, map.as_mut_ptr()),
-                    0
-                );
-                (map.iter().filter(|&&b| b & 1 != 0).count(), map.len())
-            };
+            let inner = |p: usize| inner_pages(p, SIZE);
             // The purge thread runs once the delay is due: wait for it (up
             // to 3 s on a loaded machine), then name what is left.
             let all_resident = || -> usize {

@@ -207,13 +207,14 @@ pub fn large_fits(size: usize, align: usize) -> bool {
     spans::fits_in_segment(large_slices(size), (align / SLICE_SIZE).max(1))
 }
 
-/// The block size of a large block of `slices` slices.
-pub fn large_block_size(slices: usize) -> usize {
+/// The usable bytes of a span of `slices` slices (its guard page, in secure
+/// mode, left out): the size of a large block, and the room of a page.
+pub fn span_usable_bytes(slices: usize) -> usize {
     slices * SLICE_SIZE - guard::bytes()
 }
 
 fn set_up_large(page: &Page, slices: usize) {
-    let bytes = large_block_size(slices);
+    let bytes = span_usable_bytes(slices);
     let segment = Segment::of(page as *const Page as usize);
     let start = segment as usize + page.slice_index as usize * SLICE_SIZE;
     page.slice_count.store(slices as u32, Ordering::Relaxed);

@@ -146,7 +146,7 @@ pub fn usable_size_for(size: usize, align: usize) -> usize {
     let padded = secure::padded(size);
     match route(padded, align.max(MIN_ALIGN)) {
         Route::Class(class, _) => secure::usable(block_size(class)),
-        Route::Large => secure::usable(backend::large_block_size(backend::large_slices(padded))),
+        Route::Large => secure::usable(backend::span_usable_bytes(backend::large_slices(padded))),
         Route::Huge => {
             let offset = align.max(crate::config::OS_PAGE_SIZE);
             // Secure mode pads huge requests too (they carry no canary).

@@ -16,9 +16,9 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::backend::guard;
+use crate::backend;
 use crate::backend::page::Page;
-use crate::config::{OS_PAGE_SIZE, SLICE_SIZE};
+use crate::config::OS_PAGE_SIZE;
 use crate::heap::heap::Heap;
 use crate::heap::size_class::{CLASS_COUNT, page_slices_of};
 use crate::os::{clock::now_ms, mmap};
@@ -75,23 +75,17 @@ fn give_back_due_slow(heap: &Heap) {
     }
     let delay = wait_ms();
     let mut next_due = u64::MAX;
-    for class in FIRST_MULTI_SLICE_CLASS..CLASS_COUNT {
-        let mut page = heap.queues[class].first.get();
-        while !page.is_null() {
-            // SAFETY: queued pages are live descriptors owned by this heap.
-            let p = unsafe { &*page };
-            let set_up = p.freed_at_ms.get();
-            if set_up != 0 {
-                let due = set_up.saturating_add(delay);
-                if due <= now {
-                    give_back_tail(p);
-                } else {
-                    next_due = next_due.min(due);
-                }
+    heap.for_each_queued_page(FIRST_MULTI_SLICE_CLASS..CLASS_COUNT, |p| {
+        let set_up = p.freed_at_ms.get();
+        if set_up != 0 {
+            let due = set_up.saturating_add(delay);
+            if due <= now {
+                give_back_tail(p);
+            } else {
+                next_due = next_due.min(due);
             }
-            page = p.next.get();
         }
-    }
+    });
     // A page that left the heap meanwhile took its waiting tail along (its
     // span went back whole); the due time only overestimates then.
     heap.tails_due_ms.set(next_due);
@@ -109,7 +103,7 @@ fn tail_start(page: &Page) -> usize {
 }
 
 fn span_end(page: &Page) -> usize {
-    page.start() + page.slice_count() * SLICE_SIZE - guard::bytes()
+    page.start() + backend::span_usable_bytes(page.slice_count())
 }
 
 fn give_back_tail(page: &Page) {

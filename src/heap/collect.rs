@@ -155,18 +155,11 @@ pub fn release_empty_pages(
 ) -> Result<(), usize> {
     let mut access = CoreAccess::Held(core);
     collect_inbox(heap, &mut access)?;
-    for class in 0..heap.queues.len() {
-        let mut page = heap.queues[class].first.get();
-        while !page.is_null() {
-            // SAFETY: queued pages are live descriptors owned by this heap.
-            let p = unsafe { &*page };
-            let next = p.next.get();
-            if p.live_blocks() == 0 {
-                let decommit = decommit_small && p.slice_count() == 1;
-                retire(heap, p, &mut access, decommit);
-            }
-            page = next;
+    heap.for_each_queued_page(0..heap.queues.len(), |p| {
+        if p.live_blocks() == 0 {
+            let decommit = decommit_small && p.slice_count() == 1;
+            retire(heap, p, &mut access, decommit);
         }
-    }
+    });
     Ok(())
 }

@@ -414,6 +414,21 @@ impl Heap {
         self.update_direct(class);
     }
 
+    /// Calls `f` on every queued page of the classes in `classes`, in queue
+    /// order. `f` may take the page it is given out of its queue. By the
+    /// heap's owner only.
+    pub fn for_each_queued_page(&self, classes: core::ops::Range<usize>, mut f: impl FnMut(&Page)) {
+        for queue in &self.queues[classes] {
+            let mut page = queue.first.get();
+            while !page.is_null() {
+                // SAFETY: queued pages are live descriptors owned by this heap.
+                let p = unsafe { &*page };
+                page = p.next.get();
+                f(p);
+            }
+        }
+    }
+
     /// Appends `page` to the queue of `class`.
     pub fn enqueue_back(&self, class: usize, page: &Page) {
         let queue = &self.queues[class];

@@ -22,8 +22,9 @@ use crate::heap::heap::Heap;
 use crate::heap::size_class::{CLASS_COUNT, block_size_of, class_of};
 use crate::os::mmap;
 
-/// The smallest class whose blocks can hold a whole OS page besides the one
-/// with their header (the rest hold none wherever they start).
+/// The smallest class whose blocks all hold a whole OS page besides the one
+/// with their header, wherever they start (a block of 8 KiB, for one, holds
+/// such a page only when it starts on an OS page).
 const FIRST_CLASS: usize = class_of(OS_PAGE_SIZE * 2 + 1);
 
 /// Decommits the whole OS pages inside the free blocks of the heap's
@@ -31,15 +32,7 @@ const FIRST_CLASS: usize = class_of(OS_PAGE_SIZE * 2 + 1);
 /// orphan). Returns the bytes given back.
 pub fn give_back(heap: &Heap) -> usize {
     let mut bytes = 0;
-    for class in FIRST_CLASS..CLASS_COUNT {
-        let mut page = heap.queues[class].first.get();
-        while !page.is_null() {
-            // SAFETY: queued pages are live descriptors owned by this heap.
-            let p = unsafe { &*page };
-            bytes += give_back_page(p);
-            page = p.next.get();
-        }
-    }
+    heap.for_each_queued_page(FIRST_CLASS..CLASS_COUNT, |p| bytes += give_back_page(p));
     bytes
 }
 

@@ -3,7 +3,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::backend::guard;
+use crate::backend;
 use crate::backend::page::{Page, PageKind};
 use crate::backend::segment::Segment;
 use crate::config::{CHECKS, SEGMENT_SHIFT, SLICE_SIZE};
@@ -121,7 +121,7 @@ pub fn init_small(page: &Page, heap: &Heap, class: usize, zero: bool) {
     let block_size = block_size_of(class);
     let segment = Segment::of(page as *const Page as usize);
     let start = segment as usize + page.slice_index as usize * SLICE_SIZE;
-    let span_bytes = page.slice_count() * SLICE_SIZE - guard::bytes();
+    let span_bytes = backend::span_usable_bytes(page.slice_count());
     page.block_size.store(block_size as u32, Ordering::Relaxed);
     page.start.store(start, Ordering::Relaxed);
     page.set_block_check(block_size);
