@@ -46,7 +46,7 @@ fn wait_ms() -> u64 {
 /// cache, or one the core had not purged) and has several slices, its
 /// tail waits to be given back.
 pub fn note_set_up(heap: &Heap, page: &Page, backed: bool) {
-    if !backed || page.slice_count() == 1 || fully_carved(page) {
+    if !backed || page.slice_count() == 1 || no_tail(page) {
         page.freed_at_ms.set(0);
         return;
     }
@@ -91,8 +91,9 @@ fn give_back_due_slow(heap: &Heap) {
     heap.tails_due_ms.set(next_due);
 }
 
-/// True when nothing of the page is left to carve.
-fn fully_carved(page: &Page) -> bool {
+/// True when no whole OS page lies past the carved blocks (not the same
+/// as `page_ops::fully_carved`: the last block may still be uncarved).
+fn no_tail(page: &Page) -> bool {
     tail_start(page) >= span_end(page)
 }
 
