@@ -15,33 +15,15 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 RUNS="${1:-5}"
-LIBDIR=/usr/lib/x86_64-linux-gnu
-CMA_LIB="${CMA_LIB:-$ROOT/target/release/libcma.so}"
-
-"$ROOT/scripts/install-deps.sh" --no-cargo
-[ -f "$CMA_LIB" ] || make -s lib
-mkdir -p benches/build
-cc -O2 -pthread -Wall -Wextra -o benches/build/calloc_sparse benches/calloc_sparse.c
-
-declare -A LIB=(
-    [glibc]=""
-    [jemalloc]="$LIBDIR/libjemalloc.so.2"
-    [mimalloc]="$LIBDIR/libmimalloc.so.2"
-    [tcmalloc]="$LIBDIR/libtcmalloc_minimal.so.4"
-    [cma]="$CMA_LIB"
-)
-ORDER=(glibc jemalloc mimalloc tcmalloc cma)
+# shellcheck source=scripts/side-by-side.sh
+source "$ROOT/scripts/side-by-side.sh"
+build_bench calloc_sparse
 OUT="$(mktemp)"
 trap 'rm -f "$OUT"' EXIT
 
-for _ in $(seq "$RUNS"); do
-    for a in "${ORDER[@]}"; do
-        line="$(LD_PRELOAD="${LIB[$a]}" benches/build/calloc_sparse |
-            awk '/^rss_kb.round1/{r1=$2} /^rss_kb.round2/{r2=$2}
-                 /^elapsed_s/{t=$2} /^errors/{e=$2} END{print r1, r2, t, e}')"
-        echo "$a $line" >>"$OUT"
-    done
-done
+# shellcheck disable=SC2016 # an awk program, for awk to expand
+run_rounds "$RUNS" calloc_sparse '/^rss_kb.round1/{r1=$2} /^rss_kb.round2/{r2=$2}
+    /^elapsed_s/{t=$2} /^errors/{e=$2} END{print r1, r2, t, e}' "$OUT"
 
 python3 - "$OUT" "${ORDER[@]}" <<'PY'
 import statistics, sys
