@@ -106,7 +106,14 @@ pub fn run(core: &mut Core, now: u64, force: bool) -> usize {
         .flatten()
         .min()
         .unwrap_or(u64::MAX);
-    purged.bytes + orphans.interior_bytes
+    if orphans.interiors_wanted {
+        // Their free-block insides go back without the core lock: on the
+        // background thread (woken, or started by the next `kick`), or in
+        // `kick` itself when there is none.
+        WORK.store(1, Ordering::Release);
+        request();
+    }
+    purged.bytes
 }
 
 /// Decommits free spans, oldest first (in passes of halving age), until at
@@ -125,9 +132,9 @@ fn purge_oldest(core: &mut Core, now: u64, target: usize) {
 /// `malloc_trim`: the calling thread's free memory, then everything the core
 /// holds, back to the OS now. Returns the bytes given back.
 pub fn trim_now() -> usize {
-    let interior_bytes = thread::trim_current();
-    let mut core = backend::lock();
-    interior_bytes + run(&mut core, now_ms(), true)
+    let own = thread::trim_current();
+    let core_bytes = run(&mut backend::lock(), now_ms(), true);
+    own + core_bytes + thread::trim_orphan_interiors()
 }
 
 // ---- the background thread ------------------------------------------------
@@ -152,7 +159,11 @@ static SLEEP_UNTIL: AtomicU64 = AtomicU64::new(u64::MAX);
 /// Starts or wakes the background thread if work appeared. Call without the
 /// core lock (starting a thread allocates).
 pub fn kick() {
-    if WORK.swap(0, Ordering::Acquire) == 0 || !settings::background_purge() {
+    if WORK.swap(0, Ordering::Acquire) == 0 {
+        return;
+    }
+    if !settings::background_purge() {
+        thread::give_back_orphan_interiors();
         return;
     }
     match STATE.load(Ordering::Acquire) {
@@ -236,6 +247,7 @@ extern "C" fn background(_: *mut libc::c_void) -> *mut libc::c_void {
             SLEEP_UNTIL.store(core.next_purge_ms, Ordering::Relaxed);
             core.next_purge_ms
         };
+        thread::give_back_orphan_interiors();
         if next_due == u64::MAX {
             futex::wait(&WAKE, seen);
         } else {

@@ -365,8 +365,6 @@ fn scenario() {
             let results: Vec<(Vec<usize>, Vec<usize>)> =
                 workers.into_iter().map(|w| w.join().unwrap()).collect();
             let inner = |p: usize| inner_pages(p, SIZE);
-            // The purge thread runs once the delay is due: wait for it (up
-            // to 3 s on a loaded machine), then name what is left.
             let all_resident = || -> usize {
                 results
                     .iter()
@@ -374,9 +372,24 @@ fn scenario() {
                     .map(|&p| inner(p).0)
                     .sum()
             };
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-            while all_resident() > 0 && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(20));
+            match std::env::var("GIVEN_BACK_BY").as_deref() {
+                // malloc_trim: every orphan, before it returns.
+                Ok("trim") => assert_eq!(malloc_trim(0), 1),
+                // No background thread: the first release to the core after
+                // the delay runs the purge, and the releasing thread gives
+                // the insides back once it left the core lock.
+                Ok("release") => {
+                    std::thread::sleep(std::time::Duration::from_millis(60));
+                    free(touched(1 << 20));
+                }
+                // The purge thread runs once the delay is due: wait for it
+                // (up to 3 s on a loaded machine), then name what is left.
+                _ => {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+                    while all_resident() > 0 && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                }
             }
             for (thread, (kept, freed)) in results.iter().enumerate() {
                 let (resident, pages) = freed
@@ -726,6 +739,26 @@ fn malloc_trim_gives_back_the_inside_of_free_blocks() {
 #[test]
 fn the_purge_gives_back_the_inside_of_orphans_free_blocks() {
     child("orphan_interiors", &[("CMA_PURGE_DELAY_MS", "20")]);
+}
+
+#[test]
+fn malloc_trim_gives_back_the_inside_of_orphans_free_blocks() {
+    child(
+        "orphan_interiors",
+        &[("CMA_BACKGROUND_PURGE", "0"), ("GIVEN_BACK_BY", "trim")],
+    );
+}
+
+#[test]
+fn without_the_purge_thread_a_release_gives_back_orphans_block_insides() {
+    child(
+        "orphan_interiors",
+        &[
+            ("CMA_BACKGROUND_PURGE", "0"),
+            ("CMA_PURGE_DELAY_MS", "20"),
+            ("GIVEN_BACK_BY", "release"),
+        ],
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::heap::heap::{Heap, HeapState};
+use crate::heap::heap::{Heap, HeapState, INTERIORS_BUSY, INTERIORS_PENDING};
 use crate::os::mmap;
 
 /// Head of the list of all heaps (through `Heap::registry_next`).
@@ -44,26 +44,22 @@ impl Registry {
     }
 
     /// Returns a heap for a new thread: an orphan (with its pages) if there
-    /// is one, else a fresh heap. Null when out of memory.
+    /// is one that no thread is giving memory back from, else a fresh heap.
+    /// Null when out of memory.
     pub fn acquire(&mut self) -> *mut Heap {
-        if !self.orphans.is_null() {
-            let heap = self.orphans;
+        let mut before: *mut Heap = ptr::null_mut();
+        let mut heap = self.orphans;
+        while !heap.is_null() {
             // SAFETY: heaps are never unmapped; orphans are ours under the lock.
             let h = unsafe { &*heap };
-            self.orphans = h.orphan_next.load(Ordering::Relaxed);
-            if self.orphans.is_null() {
-                self.orphans_tail = ptr::null_mut();
+            let next = h.orphan_next.load(Ordering::Relaxed);
+            if h.interiors.load(Ordering::Relaxed) != INTERIORS_BUSY {
+                self.unlink(before, heap, next);
+                self.adopt(h);
+                return heap;
             }
-            self.orphan_count -= 1;
-            if !h.trimmed.load(Ordering::Relaxed) {
-                self.warm_count -= 1;
-            }
-            h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
-            h.trimmed.store(false, Ordering::Relaxed);
-            // Its new thread keeps foreign blocks only once it allocates.
-            h.keeps_foreign.set(false);
-            h.set_state(HeapState::Live);
-            return heap;
+            before = heap;
+            heap = next;
         }
         let heap = self.carve();
         if !heap.is_null() {
@@ -71,6 +67,33 @@ impl Registry {
             register(unsafe { &*heap });
         }
         heap
+    }
+
+    /// Takes orphan `heap` out of the list, given the orphan `before` it
+    /// (null: it is the first) and the one `after` it.
+    fn unlink(&mut self, before: *mut Heap, heap: *mut Heap, after: *mut Heap) {
+        if before.is_null() {
+            self.orphans = after;
+        } else {
+            // SAFETY: a registered orphan (never unmapped), ours under the lock.
+            unsafe { (*before).orphan_next.store(after, Ordering::Relaxed) };
+        }
+        if self.orphans_tail == heap {
+            self.orphans_tail = before;
+        }
+    }
+
+    /// Hands an unlinked orphan to a new thread.
+    fn adopt(&mut self, h: &Heap) {
+        self.orphan_count -= 1;
+        if !h.trimmed.load(Ordering::Relaxed) {
+            self.warm_count -= 1;
+        }
+        h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
+        h.trimmed.store(false, Ordering::Relaxed);
+        // Its new thread keeps foreign blocks only once it allocates.
+        h.keeps_foreign.set(false);
+        h.set_state(HeapState::Live);
     }
 
     /// Parks the heap of an exited thread until a new thread adopts it: a
@@ -82,7 +105,7 @@ impl Registry {
         h.orphaned_at_ms.store(now_ms, Ordering::Relaxed);
         h.thread_id.store(0, Ordering::Relaxed);
         h.trimmed.store(!warm, Ordering::Relaxed);
-        h.interiors_given.store(false, Ordering::Relaxed);
+        h.interiors.store(INTERIORS_PENDING, Ordering::Relaxed);
         self.warm_count += usize::from(warm);
         if warm || self.orphans.is_null() {
             h.orphan_next.store(self.orphans, Ordering::Relaxed);
@@ -188,5 +211,41 @@ pub fn for_each_heap(mut visit: impl FnMut(*mut Heap)) {
         visit(heap);
         // SAFETY: registered heaps are never unmapped.
         heap = unsafe { (*heap).registry_next.load(Ordering::Acquire) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::heap::heap::INTERIORS_GIVEN;
+
+    /// An orphan whose memory another thread is giving back (busy) is
+    /// passed over by new threads, wherever it is in the list, and adopted
+    /// once that is done.
+    #[test]
+    fn new_threads_pass_over_a_busy_orphan() {
+        let mut registry = Registry::new();
+        let heaps: [*mut Heap; 3] = core::array::from_fn(|_| registry.acquire());
+        // SAFETY: fresh heaps of this registry, never unmapped.
+        let [a, b, c] = heaps.map(|h| unsafe { &*h });
+        registry.orphan(a, 0, true);
+        registry.orphan(b, 0, true);
+        registry.orphan(c, 0, false); // cold: last in line
+        // The list is b, a, c (warm ones first, newest first).
+        b.interiors.store(INTERIORS_BUSY, Ordering::Relaxed);
+        assert_eq!(registry.acquire(), a.as_ptr());
+        c.interiors.store(INTERIORS_BUSY, Ordering::Relaxed);
+        let fresh = registry.acquire();
+        assert!(!heaps.contains(&fresh), "a busy orphan was adopted");
+        assert_eq!(registry.orphan_count(), 2);
+        // The tail (c) was skipped, not lost: orphaning again links behind it.
+        registry.orphan(a, 0, false);
+        c.interiors.store(INTERIORS_GIVEN, Ordering::Relaxed);
+        assert_eq!(registry.acquire(), c.as_ptr());
+        b.interiors.store(INTERIORS_GIVEN, Ordering::Relaxed);
+        assert_eq!(registry.acquire(), b.as_ptr());
+        assert_eq!(registry.acquire(), a.as_ptr());
+        assert_eq!(registry.orphan_count(), 0);
+        assert_eq!(registry.warm_count(), 0);
     }
 }

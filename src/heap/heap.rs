@@ -205,6 +205,17 @@ impl Default for PageQueue {
 /// 2 MiB, realloc_chain's peak RSS was 14.3 MiB instead of 10.4: its
 /// emptied pages of one size waited in the cache while it took fresh spans
 /// for the next.)
+/// An orphan's `Heap::interiors`: not given back since it was orphaned.
+pub const INTERIORS_PENDING: u8 = 0;
+/// Due: a thread without the core lock is to give them back
+/// (`thread::give_back_orphan_interiors`).
+pub const INTERIORS_WANTED: u8 = 1;
+/// A thread is walking the orphan's pages without the core lock: nobody
+/// adopts the orphan or touches its pages meanwhile.
+pub const INTERIORS_BUSY: u8 = 2;
+/// Given back (a `malloc_trim` does it again).
+pub const INTERIORS_GIVEN: u8 = 3;
+
 pub const SPAN_CACHE_SLOTS: usize = 8;
 pub const SPAN_CACHE_MAX_BYTES: usize = SPAN_CACHE_SLOTS * SLICE_SIZE;
 
@@ -286,9 +297,10 @@ pub struct Heap {
     /// taken back its free memory (under the core lock).
     pub orphaned_at_ms: AtomicU64,
     pub trimmed: AtomicBool,
-    /// Whether the purge has given back the inside of the orphan's free
-    /// blocks since it was orphaned (see `interiors`; under the core lock).
-    pub interiors_given: AtomicBool,
+    /// How far the orphan is with giving back the inside of its free blocks
+    /// since it was orphaned (`INTERIORS_*`, see `interiors`; under the
+    /// core lock).
+    pub interiors: AtomicU8,
     /// Empty pages kept for reuse without the core lock (see
     /// `take_cached_span`): unlinked, all blocks free. The owner fills and
     /// takes slots; the purge thread may take a slot that has waited past
@@ -342,7 +354,7 @@ impl Heap {
             orphan_next: AtomicPtr::new(ptr::null_mut()),
             orphaned_at_ms: AtomicU64::new(0),
             trimmed: AtomicBool::new(false),
-            interiors_given: AtomicBool::new(false),
+            interiors: AtomicU8::new(INTERIORS_PENDING),
             span_cache: [const { CachedSpan::new() }; SPAN_CACHE_SLOTS],
             outbox: [const { Outbox::new() }; OUTBOX_SLOTS],
             foreign: [const { Owned::new(ptr::null_mut()) }; FOREIGN_CLASSES],

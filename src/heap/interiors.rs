@@ -5,7 +5,9 @@
 //! nobody uses: after a thread frees most of its big blocks, the few it
 //! keeps pin all of them. `malloc_trim` (for the calling thread's heap) and
 //! the trimming of an orphan give those pages back, as glibc's
-//! `malloc_trim` does for the free chunks inside its heaps.
+//! `malloc_trim` does for the free chunks inside its heaps. It is a system
+//! call per block, so an orphan's walk runs without the core lock (see
+//! `thread::give_back_orphan_interiors`).
 //!
 //! A free block keeps its first two words (the link and the free tag), so
 //! the OS page that holds them stays; the whole OS pages after it, up to
