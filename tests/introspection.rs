@@ -382,6 +382,32 @@ fn scenario() {
                     std::thread::sleep(std::time::Duration::from_millis(60));
                     free(touched(1 << 20));
                 }
+                // Nothing more: the two threads that exited last found four
+                // orphans kept warm already; theirs (cold) went back at their
+                // exit, the warm ones wait for the purge (not for a long
+                // while here).
+                Ok("exit") => {
+                    let gone = results
+                        .iter()
+                        .filter(|(_, freed)| freed.iter().all(|&p| inner(p).0 == 0))
+                        .count();
+                    let kept = results
+                        .iter()
+                        .filter(|(_, freed)| freed.iter().all(|&p| inner(p).0 == inner(p).1))
+                        .count();
+                    assert_eq!(
+                        (gone, kept),
+                        (2, 4),
+                        "threads whose freed insides went / stayed"
+                    );
+                    for (kept, _) in &results {
+                        for &p in kept {
+                            let bytes = std::slice::from_raw_parts(p as *const u8, SIZE);
+                            assert!(bytes.iter().all(|&b| b == 1), "a live block changed");
+                        }
+                    }
+                    return;
+                }
                 // The purge thread runs once the delay is due: wait for it
                 // (up to 3 s on a loaded machine), then name what is left.
                 _ => {
@@ -746,6 +772,18 @@ fn malloc_trim_gives_back_the_inside_of_orphans_free_blocks() {
     child(
         "orphan_interiors",
         &[("CMA_BACKGROUND_PURGE", "0"), ("GIVEN_BACK_BY", "trim")],
+    );
+}
+
+#[test]
+fn a_cold_orphan_gives_back_its_free_blocks_insides_at_exit() {
+    child(
+        "orphan_interiors",
+        &[
+            ("CMA_BACKGROUND_PURGE", "0"),
+            ("CMA_PURGE_DELAY_MS", "100000"),
+            ("GIVEN_BACK_BY", "exit"),
+        ],
     );
 }
 

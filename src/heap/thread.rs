@@ -196,7 +196,9 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
     // adopts it starts with a current page in every class it used: a
     // program that keeps starting threads does not go to the core for
     // pages at all. Only beyond a few waiting orphans are the empty pages,
-    // and the span cache, given back now.
+    // the span cache and the inside of free blocks given back now (the
+    // last in one batch: mem_threads peak 121.6 -> 115.5 MiB, its time
+    // within noise; it took 12% longer with an madvise per block).
     let warm = core.registry.warm_count() < ORPHANS_KEPT_WARM;
     let result = if !warm {
         collect::release_empty_pages(h, &mut core, true).map(|()| drain_span_cache(h, &mut core))
@@ -208,8 +210,17 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
         diag::fatal(diag::Call::Free, block, diag::HeapError::Corrupted);
     }
     core.registry.orphan(h, now_ms(), warm);
+    if !warm {
+        // Nobody will use its free blocks soon: their insides go back now,
+        // from this thread, once it left the lock (see below).
+        h.interiors.store(INTERIORS_WANTED, Ordering::Relaxed);
+        ORPHAN_INTERIORS_WANTED.store(true, Ordering::Relaxed);
+    }
     purge::after_release(&mut core);
     drop(core);
+    if !warm {
+        give_back_orphan_interiors();
+    }
     purge::kick();
 }
 
