@@ -259,8 +259,9 @@ static ORPHAN_INTERIORS_WANTED: AtomicBool = AtomicBool::new(false);
 /// Gives the free memory of heaps orphaned at least `delay_ms` ago (all,
 /// when `force`) back to the core, and that of already trimmed orphans
 /// whose inbox got blocks since. The inside of their free blocks is only
-/// marked due here: that takes a syscall per block, so it is done without
-/// the core lock (`give_back_orphan_interiors`). With the core lock held.
+/// marked due here: that is a walk over every free block and system calls,
+/// done without the core lock (`give_back_orphan_interiors`). With the
+/// core lock held.
 pub fn trim_orphans(core: &mut Core, now_ms: u64, delay_ms: u64, force: bool) -> OrphansTrimmed {
     let mut next_due: Option<u64> = None;
     let mut interiors_wanted = false;
@@ -347,8 +348,9 @@ const TRIM_WAIT_MS: u32 = 1000;
 /// Works through the orphans marked `INTERIORS_WANTED`, one at a time. The
 /// core lock is held only to pick an orphan and mark it busy (nobody adopts
 /// it or touches its pages meanwhile) and to mark it done: other threads
-/// are not kept waiting for the syscalls, one per free block (an orphan
-/// with 7000 free 12 KiB blocks held the lock 16-20 ms).
+/// do not wait for the walk and its system calls (an orphan with 7000 free
+/// 12 KiB blocks held the lock 16-20 ms when this ran under it, with an
+/// madvise per block).
 fn give_back_wanted_interiors() -> usize {
     let mut bytes = 0;
     loop {
