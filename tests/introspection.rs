@@ -35,7 +35,11 @@ unsafe extern "C" {
     fn mallopt(param: i32, value: i32) -> i32;
     fn malloc_trim(pad: usize) -> i32;
     fn malloc_info(options: i32, stream: *mut libc::FILE) -> i32;
+    fn cma_checked_free(ptr: *mut c_void) -> i32;
+    fn cma_checked_block_size(ptr: *const c_void, out: *mut usize) -> i32;
 }
+
+const CMA_ERROR_DOUBLE_FREE: i32 = 4;
 
 /// Runs the scenario `name` in a child process with `env` set; returns its
 /// stderr (and asserts it succeeded).
@@ -433,6 +437,51 @@ fn scenario() {
                 }
             }
         },
+        Ok("trim_whole") => unsafe {
+            // Blocks of 20 KiB start on OS pages (a page of the class starts
+            // on a slice). Every fourth is kept, so each page (eight blocks
+            // or more) keeps live ones and stays with the heap; malloc_trim
+            // gives every freed one back whole, link and tag included. They
+            // are still freed blocks (a second free, from this thread or
+            // another, is a double free), and they serve again before any
+            // new memory does.
+            const SIZE: usize = 20 * 1024;
+            let blocks: Vec<*mut u8> = (0..64).map(|_| touched(SIZE).cast::<u8>()).collect();
+            let freed: Vec<*mut u8> = (0..64).filter(|i| i % 4 != 0).map(|i| blocks[i]).collect();
+            for &p in &freed {
+                free(p.cast());
+            }
+            assert_eq!(malloc_trim(0), 1);
+            for &p in &freed {
+                let resident = resident_pages(p as usize, p as usize + SIZE);
+                assert_eq!(resident, 0, "{resident} OS pages of a freed block resident");
+                assert_eq!(cma_checked_free(p.cast()), CMA_ERROR_DOUBLE_FREE);
+                let mut size = 0;
+                assert_eq!(
+                    cma_checked_block_size(p.cast(), &mut size),
+                    CMA_ERROR_DOUBLE_FREE
+                );
+            }
+            let other = freed[3] as usize;
+            let from_other =
+                std::thread::spawn(move || cma_checked_free(other as *mut c_void)).join();
+            assert_eq!(from_other.unwrap(), CMA_ERROR_DOUBLE_FREE);
+            let again: Vec<*mut u8> = (0..freed.len())
+                .map(|_| touched(SIZE).cast::<u8>())
+                .collect();
+            let reused = again.iter().filter(|p| freed.contains(p)).count();
+            assert_eq!(reused, freed.len(), "the given blocks serve again first");
+            for i in (0..64).step_by(4) {
+                let kept = std::slice::from_raw_parts(blocks[i], SIZE);
+                assert!(kept.iter().all(|&b| b == 1), "a live block changed");
+            }
+            for p in again
+                .into_iter()
+                .chain((0..64).step_by(4).map(|i| blocks[i]))
+            {
+                free(p.cast());
+            }
+        },
         Ok("carve_one") => unsafe {
             // The first block of a fresh page of 12 KiB blocks backs its
             // own pages only: the block after it is carved (and its link
@@ -760,6 +809,11 @@ fn blocks_of_4_kib_and_more_are_carved_one_at_a_time() {
 #[test]
 fn malloc_trim_gives_back_the_inside_of_free_blocks() {
     child("trim_interiors", &[]);
+}
+
+#[test]
+fn malloc_trim_gives_back_free_blocks_whole_and_still_catches_double_frees() {
+    child("trim_whole", &[]);
 }
 
 #[test]

@@ -104,7 +104,13 @@ pub struct Page {
     /// True while this is its class's current page (holding the extra
     /// count in `used`); read by statistics.
     pub is_current: AtomicBool,
-    _pad: [u8; 9],
+    _pad_given: u8,
+    /// Blocks whose memory went back to the OS whole (see
+    /// `heap::interiors`), one bit per block index: free, but on no free
+    /// list. Written by the owner; read by any thread that frees a block
+    /// (a free of one of them is a double free).
+    pub given: AtomicU32,
+    _pad: [u8; 4],
 
     // ---- second cache line: written by the owner on every malloc and free
     // (apart from the first line, so other threads' frees do not bounce it)
@@ -170,7 +176,9 @@ impl Page {
             committed: Owned::new(false),
             is_zero: Owned::new(false),
             is_current: AtomicBool::new(false),
-            _pad: [0; 9],
+            _pad_given: 0,
+            given: AtomicU32::new(0),
+            _pad: [0; 4],
         }
     }
 
@@ -324,6 +332,14 @@ impl Page {
         let offset = addr.wrapping_sub(self.start()) as u64;
         offset.wrapping_mul(self.check_magic.load(Ordering::Relaxed))
             < self.check_limit.load(Ordering::Relaxed)
+    }
+
+    /// True when `addr`, a block start of this small page, is one of its
+    /// blocks whose memory went back to the OS (`given`).
+    #[inline]
+    pub fn is_given(&self, addr: usize) -> bool {
+        let given = self.given.load(Ordering::Relaxed);
+        given != 0 && given & (1 << ((addr - self.start()) / self.block_size())) != 0
     }
 
     /// `is_block_start` for the page's owner, with plain loads the compiler

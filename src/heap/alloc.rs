@@ -294,6 +294,11 @@ fn page_with_free_block(heap: &Heap, class: usize) -> Result<*mut Page, *mut Pag
             heap.make_current(class, p);
             return Ok(page);
         }
+        if p.given.load(Ordering::Relaxed) != 0 {
+            page_ops::reclaim_given(p, heap);
+            heap.make_current(class, p);
+            return Ok(page);
+        }
         if !page_ops::fully_carved(p) {
             if extendable.is_null() {
                 extendable = page;

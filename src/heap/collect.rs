@@ -53,7 +53,8 @@ pub fn collect_inbox(heap: &Heap, core: &mut CoreAccess) -> Result<(), usize> {
             && (page.kind() != PageKind::Small
                 || page.owner() != heap.as_ptr() as usize
                 || !page.is_block_start(entry)
-                || !tagged)
+                || !tagged
+                || page.is_given(entry))
         {
             return Err(entry);
         }
@@ -116,8 +117,12 @@ fn retire(heap: &Heap, page: &Page, core: &mut CoreAccess, decommit: bool) {
         heap.dequeue(page.class.get() as usize, page);
     }
     // Kept whole (still a page of its class, every block free and tagged):
-    // a stale pointer into it is still recognised as a double free.
-    if decommit || !heap.cache_span(page, crate::os::clock::now_ms()) {
+    // a stale pointer into it is still recognised as a double free. Not
+    // with given blocks (on no free list: they would be lost to the cache's
+    // next user).
+    let given = page.given.load(Ordering::Relaxed) != 0;
+    if decommit || given || !heap.cache_span(page, crate::os::clock::now_ms()) {
+        page.given.store(0, Ordering::Relaxed);
         page_ops::fold_allocs(page, heap);
         page.free.set(core::ptr::null_mut());
         core.with(|core| {

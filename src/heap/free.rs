@@ -161,7 +161,7 @@ fn free_small(page: &Page, addr: usize, call: Call) -> Result<(), HeapError> {
         Foreign::Mine => {
             let block = addr as *mut Block;
             // SAFETY: a carved block of a page this thread owns.
-            if unsafe { (*block).is_tagged_free() } {
+            if unsafe { (*block).is_tagged_free() } || page.is_given(addr) {
                 return Err(HeapError::DoubleFree);
             }
             if secure::enabled() {
@@ -199,7 +199,7 @@ pub fn usable_size(ptr: *const u8) -> Result<usize, HeapError> {
         Location::Small(page) => {
             let block = addr as *const Block;
             // SAFETY: a carved block of one of our pages.
-            if unsafe { (*block).is_tagged_free() } {
+            if unsafe { (*block).is_tagged_free() } || page.is_given(addr) {
                 Err(HeapError::DoubleFree)
             } else {
                 secure::check(addr, page.block_size())?;

@@ -9,19 +9,23 @@
 //! back in batches (`DecommitBatch`), and an orphan's walk runs without the
 //! core lock (see `thread::give_back_orphan_interiors`).
 //!
-//! A free block keeps its first two words (the link and the free tag), so
-//! the OS page that holds them stays; the whole OS pages after it, up to
-//! the block's end, are decommitted. Their contents are free memory: the
-//! next owner of the block gets zeroed pages (secure mode keeps freed
-//! blocks zero anyway, and calloc still clears a reused block).
+//! The blocks go back whole: they leave the free list for the page's
+//! `given` bitmap (`give_back_whole`), so no link or tag needs its page.
+//! In secure mode a free block keeps its first two words (the link and the
+//! free tag) and the OS page that holds them (`give_back_insides`). What
+//! goes back is free memory: the next owner of the block gets zeroed pages
+//! (secure mode keeps freed blocks zero anyway, and calloc still clears a
+//! reused block).
 
 use core::sync::atomic::Ordering;
 
 use crate::backend::page::Page;
-use crate::config::OS_PAGE_SIZE;
+use crate::backend::page::SLOW_FLAG;
+use crate::config::{OS_PAGE_SIZE, SLICE_SIZE};
 use crate::heap::block::{Block, decode};
 use crate::heap::heap::Heap;
-use crate::heap::size_class::{CLASS_COUNT, block_size_of, class_of};
+use crate::heap::secure;
+use crate::heap::size_class::{CLASS_COUNT, block_size_of, class_of, page_slices_of};
 use crate::os::decommit_batch::DecommitBatch;
 
 /// The smallest class whose blocks all hold a whole OS page besides the one
@@ -34,15 +38,81 @@ const FIRST_CLASS: usize = class_of(OS_PAGE_SIZE * 2 + 1);
 /// orphan). Returns the bytes given back.
 pub fn give_back(heap: &Heap) -> usize {
     let mut batch = DecommitBatch::new();
-    heap.for_each_queued_page(FIRST_CLASS..CLASS_COUNT, |p| give_back_page(p, &mut batch));
+    heap.for_each_queued_page(FIRST_CLASS..CLASS_COUNT, |p| {
+        if secure::enabled() {
+            give_back_insides(p, &mut batch);
+        } else {
+            give_back_whole(heap, p, &mut batch);
+        }
+    });
     batch.flush();
     batch.bytes
 }
 
-/// Walks the page's free list, decommitting the inside of each block. A
-/// link that does not lead to a block of the page ends the walk: the pop
-/// that meets it reports the damage.
-fn give_back_page(page: &Page, batch: &mut DecommitBatch) {
+/// Takes every block off the page's free list and gives its memory back
+/// whole: each run of neighbouring free blocks, from the first OS page
+/// boundary in it to the last (the pages at its ends hold live
+/// neighbours). The blocks are marked in `Page::given`; `page_ops::
+/// reclaim_given` hands them out again, one at a time, when the page has
+/// no other free block. While any is marked, every free of the page's
+/// blocks takes the checked path (`SLOW_FLAG`), where a free of a given
+/// block is a double free.
+fn give_back_whole(heap: &Heap, page: &Page, batch: &mut DecommitBatch) {
+    let Some(listed) = free_list_blocks(page) else {
+        return;
+    };
+    if listed == 0 {
+        return;
+    }
+    let given = page.given.load(Ordering::Relaxed) | listed;
+    let size = page.block_size();
+    let start = page.start();
+    let mut rest = given;
+    while rest != 0 {
+        let first = rest.trailing_zeros() as usize;
+        let len = (rest >> first).trailing_ones() as usize;
+        let from = (start + first * size).next_multiple_of(OS_PAGE_SIZE);
+        let to = (start + (first + len) * size) / OS_PAGE_SIZE * OS_PAGE_SIZE;
+        if to > from {
+            batch.add(from, to - from);
+        }
+        rest &= !(u32::MAX >> (32 - len) << first);
+    }
+    page.given.store(given, Ordering::Relaxed);
+    page.free.set(core::ptr::null_mut());
+    page.heap
+        .store(heap.owner_word() | SLOW_FLAG, Ordering::Relaxed);
+}
+
+/// The blocks on the page's free list, one bit per block index; None when
+/// a link does not lead to a block of the page (the pop that meets it
+/// reports the damage) or a block comes twice.
+fn free_list_blocks(page: &Page) -> Option<u32> {
+    let size = page.block_size();
+    let start = page.start();
+    let carved = page.capacity.load(Ordering::Relaxed) as usize;
+    let end = start + carved * size;
+    let mut bits = 0u32;
+    let mut block = page.free.get() as usize;
+    while block != 0 {
+        if block < start || block >= end || (block - start) % size != 0 {
+            return None;
+        }
+        let bit = 1u32 << ((block - start) / size);
+        if bits & bit != 0 {
+            return None;
+        }
+        bits |= bit;
+        // SAFETY: a carved block of the page, checked above.
+        block = decode(unsafe { (*(block as *const Block)).link });
+    }
+    Some(bits)
+}
+
+/// Secure mode: decommits the inside of each free block, after the OS page
+/// holding its link and tag, and leaves it on the free list. A link that
+/// does not lead to a block of the page ends the walk.
+fn give_back_insides(page: &Page, batch: &mut DecommitBatch) {
     let size = page.block_size();
     let start = page.start();
     let carved = page.capacity.load(Ordering::Relaxed) as usize;
@@ -65,4 +135,13 @@ fn give_back_page(page: &Page, batch: &mut DecommitBatch) {
     }
 }
 
+// Every page of these classes has at most 32 blocks: `Page::given` has a
+// bit for each.
+const _: () = {
+    let mut class = FIRST_CLASS;
+    while class < CLASS_COUNT {
+        assert!(page_slices_of(class) * SLICE_SIZE / block_size_of(class) <= 32);
+        class += 1;
+    }
+};
 const _: () = assert!(block_size_of(FIRST_CLASS) > OS_PAGE_SIZE * 2);

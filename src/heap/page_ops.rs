@@ -133,7 +133,26 @@ pub fn init_small(page: &Page, heap: &Heap, class: usize, zero: bool) {
     page.in_queue.set(false);
     page.set_kind(PageKind::Small);
     page.is_zero.set(zero);
+    page.given.store(0, Ordering::Relaxed);
     page.heap.store(heap.owner_word(), Ordering::Relaxed);
+}
+
+/// Puts the lowest of the page's given blocks (`interiors`: its memory went
+/// back to the OS) on its free list again, linked and tagged afresh. Once
+/// none is left, the owner's frees take the fast path again. The caller
+/// owns the page, which has no other free block.
+pub fn reclaim_given(page: &Page, heap: &Heap) {
+    let given = page.given.load(Ordering::Relaxed);
+    let index = given.trailing_zeros() as usize;
+    let block = (page.start() + index * page.block_size()) as *mut Block;
+    let rest = given & (given - 1);
+    page.given.store(rest, Ordering::Relaxed);
+    // SAFETY: a carved block of the page, free and on no list.
+    unsafe { (*block).set_free(page.free.get()) };
+    page.free.set(block);
+    if rest == 0 {
+        page.heap.store(heap.owner_word(), Ordering::Relaxed);
+    }
 }
 
 /// Moves the page's allocation count into its heap's totals (before the

@@ -38,7 +38,7 @@ pub fn realloc(ptr: *mut u8, size: usize, call: Call) -> Result<*mut u8, Realloc
     let usable = match location {
         Location::Small(page) => {
             // SAFETY: a carved block of one of our pages.
-            if unsafe { (*(addr as *const Block)).is_tagged_free() } {
+            if unsafe { (*(addr as *const Block)).is_tagged_free() } || page.is_given(addr) {
                 return Err(HeapError::DoubleFree.into());
             }
             secure::check(addr, page.block_size())?;

@@ -71,7 +71,7 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Fore
     let block = addr as *mut Block;
     let size = page.block_size();
     // SAFETY: a carved block of one of our pages.
-    if unsafe { (*block).is_tagged_free() } {
+    if unsafe { (*block).is_tagged_free() } || page.is_given(addr) {
         return Foreign::DoubleFree;
     }
     if secure::check(addr, size).is_err() {
