@@ -339,7 +339,13 @@ impl Page {
     #[inline]
     pub fn is_given(&self, addr: usize) -> bool {
         let given = self.given.load(Ordering::Relaxed);
-        given != 0 && given & (1 << ((addr - self.start()) / self.block_size())) != 0
+        given != 0 && given & (1 << self.block_index(addr)) != 0
+    }
+
+    /// The index of the block starting at `addr` in this small page.
+    #[inline]
+    pub fn block_index(&self, addr: usize) -> usize {
+        (addr - self.start()) / self.block_size()
     }
 
     /// `is_block_start` for the page's owner, with plain loads the compiler

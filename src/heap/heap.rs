@@ -197,14 +197,6 @@ impl Default for PageQueue {
     }
 }
 
-/// Empty pages a heap keeps for itself, at most, and their bytes at most:
-/// enough that a thread whose pages empty and refill (blocks freed by other
-/// threads, short-lived bursts) rarely needs the core lock. The bytes are
-/// those of as many single-slice pages: a page of big blocks (up to 1 MiB)
-/// that empties goes back to the core, whose spans any size can use. (At
-/// 2 MiB, realloc_chain's peak RSS was 14.3 MiB instead of 10.4: its
-/// emptied pages of one size waited in the cache while it took fresh spans
-/// for the next.)
 /// An orphan's `Heap::interiors`: not given back since it was orphaned.
 pub const INTERIORS_PENDING: u8 = 0;
 /// Due: a thread without the core lock is to give them back
@@ -216,6 +208,14 @@ pub const INTERIORS_BUSY: u8 = 2;
 /// Given back (a `malloc_trim` does it again).
 pub const INTERIORS_GIVEN: u8 = 3;
 
+/// Empty pages a heap keeps for itself, at most, and their bytes at most:
+/// enough that a thread whose pages empty and refill (blocks freed by other
+/// threads, short-lived bursts) rarely needs the core lock. The bytes are
+/// those of as many single-slice pages: a page of big blocks (up to 1 MiB)
+/// that empties goes back to the core, whose spans any size can use. (At
+/// 2 MiB, realloc_chain's peak RSS was 14.3 MiB instead of 10.4: its
+/// emptied pages of one size waited in the cache while it took fresh spans
+/// for the next.)
 pub const SPAN_CACHE_SLOTS: usize = 8;
 pub const SPAN_CACHE_MAX_BYTES: usize = SPAN_CACHE_SLOTS * SLICE_SIZE;
 

@@ -86,7 +86,8 @@ fn give_back_whole(heap: &Heap, page: &Page, batch: &mut DecommitBatch) {
 
 /// The blocks on the page's free list, one bit per block index; None when
 /// a link does not lead to a block of the page (the pop that meets it
-/// reports the damage) or a block comes twice.
+/// reports the damage) or a block comes twice. Both ways of giving back
+/// walk the list through it.
 fn free_list_blocks(page: &Page) -> Option<u32> {
     let size = page.block_size();
     let start = page.start();
@@ -98,7 +99,7 @@ fn free_list_blocks(page: &Page) -> Option<u32> {
         if block < start || block >= end || (block - start) % size != 0 {
             return None;
         }
-        let bit = 1u32 << ((block - start) / size);
+        let bit = 1u32 << page.block_index(block);
         if bits & bit != 0 {
             return None;
         }
@@ -110,28 +111,19 @@ fn free_list_blocks(page: &Page) -> Option<u32> {
 }
 
 /// Secure mode: decommits the inside of each free block, after the OS page
-/// holding its link and tag, and leaves it on the free list. A link that
-/// does not lead to a block of the page ends the walk.
+/// holding its link and tag, and leaves it on the free list.
 fn give_back_insides(page: &Page, batch: &mut DecommitBatch) {
-    let size = page.block_size();
-    let start = page.start();
-    let carved = page.capacity.load(Ordering::Relaxed) as usize;
-    let end = start + carved * size;
-    let mut block = page.free.get() as usize;
-    let mut steps = 0;
-    while block != 0 && steps < carved {
-        if block < start || block >= end || (block - start) % size != 0 {
-            break;
-        }
+    let Some(mut listed) = free_list_blocks(page) else {
+        return;
+    };
+    while listed != 0 {
+        let block = page.start() + listed.trailing_zeros() as usize * page.block_size();
         let from = (block + core::mem::size_of::<Block>()).next_multiple_of(OS_PAGE_SIZE);
-        let to = (block + size) / OS_PAGE_SIZE * OS_PAGE_SIZE;
+        let to = (block + page.block_size()) / OS_PAGE_SIZE * OS_PAGE_SIZE;
         if to > from {
             batch.add(from, to - from);
         }
-        // SAFETY: a block of the page, checked above; its first OS page
-        // (holding the link) is never decommitted.
-        block = decode(unsafe { (*(block as *const Block)).link });
-        steps += 1;
+        listed &= listed - 1;
     }
 }
 

@@ -482,16 +482,17 @@ pub fn after_fork_in_child(core: &mut Core) {
     core.registry.lose_other_threads_heaps(heap);
     // An orphan another thread was giving memory back from: that thread
     // does not exist here, so the work is due again.
-    let mut orphan = core.registry.first_orphan();
-    while !orphan.is_null() {
+    loop {
+        let orphan = first_orphan_in(core, INTERIORS_BUSY);
+        if orphan.is_null() {
+            break;
+        }
         // SAFETY: orphans are registered heaps (never unmapped), ours under
         // the lock.
-        let h = unsafe { &*orphan };
-        if h.interiors.load(Ordering::Relaxed) == INTERIORS_BUSY {
-            h.interiors.store(INTERIORS_WANTED, Ordering::Relaxed);
-            ORPHAN_INTERIORS_WANTED.store(true, Ordering::Relaxed);
-        }
-        orphan = h.orphan_next.load(Ordering::Relaxed);
+        unsafe { &*orphan }
+            .interiors
+            .store(INTERIORS_WANTED, Ordering::Relaxed);
+        ORPHAN_INTERIORS_WANTED.store(true, Ordering::Relaxed);
     }
     if is_own(heap) {
         // SAFETY: the child's only thread owns this heap.
