@@ -108,6 +108,11 @@ impl Detail {
         self.allocs = self.allocs.wrapping_sub(internal);
         self.live_blocks -= internal as i64;
         self.live_bytes -= stats.internal_bytes.load(Ordering::Relaxed) as i64;
+        // A run is one live block, however many blocks of its page it
+        // spans; blocks pooled to cut runs from are free.
+        self.live_blocks -= stats.run_extra_blocks.load(Ordering::Relaxed) as i64;
+        self.live_blocks -= stats.pooled_blocks.load(Ordering::Relaxed) as i64;
+        self.live_bytes -= stats.pooled_bytes.load(Ordering::Relaxed) as i64;
     }
 }
 

@@ -482,6 +482,130 @@ fn scenario() {
                 free(p.cast());
             }
         },
+        Ok("runs") => unsafe {
+            // Nineteen in twenty of 8192 nodes of 64 bytes are freed, so
+            // their pages are sparse; 600-byte blocks (of the 640-byte
+            // class) are then cut from the freed nodes (runs of eleven: 688
+            // bytes usable after a 16-byte header)
+            // instead of from new pages. Runs never cover a live node, are
+            // counted as one block of 704 bytes, and are freed (from any
+            // thread, by realloc, by free_sized) like any other block; a
+            // second free is a double free.
+            const NODE: usize = 64;
+            const NODES: usize = 8192;
+            const SIZE: usize = 600;
+            const RUNS: usize = 200;
+            let nodes: Vec<usize> = (0..NODES)
+                .map(|i| {
+                    let p = malloc(NODE).cast::<u8>();
+                    std::ptr::write_bytes(p, (i % 251) as u8, NODE);
+                    p as usize
+                })
+                .collect();
+            let kept: Vec<usize> = (0..NODES).step_by(20).collect();
+            // Another thread frees the node after every sixth kept one (64,
+            // as many as it keeps) and keeps them for its own reuse
+            // (foreign cache): tagged free but on no free list, so no run
+            // may cover them.
+            let held: Vec<usize> = (0..NODES)
+                .filter(|i| i % 120 == 1)
+                .take(64)
+                .map(|i| nodes[i])
+                .collect();
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let holder = std::thread::spawn(move || {
+                free(black_box(malloc(100)));
+                for &p in &held {
+                    free(p as *mut c_void);
+                }
+                wait.recv().unwrap();
+                let again: Vec<usize> = (0..held.len()).map(|_| malloc(NODE) as usize).collect();
+                for &p in &again {
+                    std::ptr::write_bytes(p as *mut u8, 0x5a, NODE);
+                }
+                again
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            for (i, &p) in nodes.iter().enumerate() {
+                if i % 20 != 0 && !(i % 120 == 1 && i / 120 < 64) {
+                    free(p as *mut c_void);
+                }
+            }
+            let mut runs: Vec<usize> = Vec::with_capacity(RUNS);
+            let before = mallinfo2().uordblks;
+            runs.extend((0..RUNS).map(|_| malloc(SIZE) as usize));
+            assert_eq!(mallinfo2().uordblks - before, RUNS * 704);
+            for &p in &runs {
+                assert_eq!(malloc_usable_size(p as *mut c_void), 688, "not a run");
+                let (from, to) = (p - 16, p + 688);
+                for &i in &kept {
+                    let node = nodes[i];
+                    assert!(
+                        node + NODE <= from || node >= to,
+                        "a run covers a live node"
+                    );
+                }
+                std::ptr::write_bytes(p as *mut u8, 0xa5, 688);
+            }
+            go.send(()).unwrap();
+            let again = holder.join().unwrap();
+            for &p in &runs {
+                let run = std::slice::from_raw_parts(p as *const u8, 688);
+                assert!(run.iter().all(|&b| b == 0xa5), "a run covers a held node");
+            }
+            for &p in &again {
+                free(p as *mut c_void);
+            }
+            drop(again);
+            let with_runs = mallinfo2().uordblks;
+            for &i in &kept {
+                let node = std::slice::from_raw_parts(nodes[i] as *const u8, NODE);
+                assert!(
+                    node.iter().all(|&b| b == (i % 251) as u8),
+                    "a live node changed"
+                );
+            }
+            // A block start inside a run, or its header, is no block.
+            for inside in [runs[5] + 48, runs[5] + 48 + 5 * 64, runs[5] - 16] {
+                assert_eq!(cma_checked_free(inside as *mut c_void), 3, "inside a run");
+            }
+            let grown = libc::realloc(runs[0] as *mut c_void, 2000).cast::<u8>();
+            assert!(
+                std::slice::from_raw_parts(grown, 688)
+                    .iter()
+                    .all(|&b| b == 0xa5)
+            );
+            free(grown.cast());
+            assert_eq!(
+                cma_checked_free(runs[0] as *mut c_void),
+                CMA_ERROR_DOUBLE_FREE
+            );
+            let other = runs[1];
+            std::thread::spawn(move || free(other as *mut c_void))
+                .join()
+                .unwrap();
+            assert_eq!(
+                cma_checked_free(runs[1] as *mut c_void),
+                CMA_ERROR_DOUBLE_FREE
+            );
+            let mut size = 0;
+            assert_eq!(
+                cma_checked_block_size(runs[1] as *const c_void, &mut size),
+                CMA_ERROR_DOUBLE_FREE
+            );
+            free_sized(runs[2] as *mut c_void, SIZE);
+            for &p in &runs[3..] {
+                free(p as *mut c_void);
+            }
+            assert_eq!(
+                mallinfo2().uordblks,
+                with_runs - RUNS * 704,
+                "freed runs still counted"
+            );
+            for &i in &kept {
+                free(nodes[i] as *mut c_void);
+            }
+        },
         Ok("carve_one") => unsafe {
             // The first block of a fresh page of 12 KiB blocks backs its
             // own pages only: the block after it is carved (and its link
@@ -804,6 +928,11 @@ fn a_dirty_span_is_reused_before_a_clean_one() {
 #[test]
 fn blocks_of_4_kib_and_more_are_carved_one_at_a_time() {
     child("carve_one", &[]);
+}
+
+#[test]
+fn medium_blocks_are_cut_from_the_free_blocks_of_sparse_small_pages() {
+    child("runs", &[]);
 }
 
 #[test]

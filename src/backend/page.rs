@@ -110,7 +110,11 @@ pub struct Page {
     /// list. Written by the owner; read by any thread that frees a block
     /// (a free of one of them is a double free).
     pub given: AtomicU32,
-    _pad: [u8; 4],
+    /// Live runs cut from the page's blocks (see `heap::runs`): while
+    /// any is, the owner word carries `SLOW_FLAG`, so every free into the
+    /// page is checked against them. Added to by the owner, taken from by
+    /// whichever thread frees a run.
+    pub live_runs: AtomicU32,
 
     // ---- second cache line: written by the owner on every malloc and free
     // (apart from the first line, so other threads' frees do not bounce it)
@@ -178,7 +182,7 @@ impl Page {
             is_current: AtomicBool::new(false),
             _pad_given: 0,
             given: AtomicU32::new(0),
-            _pad: [0; 4],
+            live_runs: AtomicU32::new(0),
         }
     }
 
@@ -233,6 +237,14 @@ impl Page {
         let counts = self.counts.load(Ordering::Relaxed);
         self.counts
             .store(counts.wrapping_add(ONE_ALLOC), Ordering::Relaxed);
+    }
+
+    /// Counts a run cut from blocks the page already counts as live (see
+    /// `runs`): one allocation more, no live block more.
+    pub fn count_run_alloc(&self) {
+        let counts = self.counts.load(Ordering::Relaxed);
+        self.counts
+            .store(counts.wrapping_add(1 << USED_BITS), Ordering::Relaxed);
     }
 
     /// Counts a block the owner got back; true when that was the last live

@@ -14,6 +14,7 @@ use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, SHARED_STATS};
 use crate::heap::page_ops;
 use crate::heap::remote;
+use crate::heap::runs;
 use crate::heap::secure;
 use crate::heap::size_class::{
     CLASS_COUNT, SLOT_CLASS, aligned_class, block_size, class_of, direct_slot, page_slices_of,
@@ -252,8 +253,10 @@ pub fn alloc_in_class(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAc
 /// A block for a request of `class` once its current page and foreign
 /// cache are out: first from the blocks other threads gave back, then from
 /// a queued page with free blocks (taking full ones out), then (when
-/// `borrow`) an idle block of a slightly larger class, then from a queued
-/// page carved further, then from a fresh page. Null when out of memory.
+/// `borrow`) an idle block of a slightly larger class, then (when
+/// `borrow`, for a medium class) a run of free blocks of a sparse small
+/// page, then from a queued page carved further, then from a fresh page.
+/// Null when out of memory.
 #[cold]
 fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mut u8 {
     remote::flush_all(heap);
@@ -267,6 +270,12 @@ fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mu
                 let block = borrow_bigger(heap, class);
                 if !block.is_null() {
                     return block;
+                }
+                if runs::serves(class) {
+                    let run = runs::take(heap, class, core);
+                    if !run.is_null() {
+                        return run;
+                    }
                 }
             }
             grow(heap, class, extendable, core)

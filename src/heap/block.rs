@@ -28,6 +28,7 @@ pub struct Block {
 struct Keys {
     link: usize,
     tag: usize,
+    run: usize,
 }
 
 struct KeyCell(UnsafeCell<Keys>);
@@ -38,6 +39,7 @@ unsafe impl Sync for KeyCell {}
 static KEYS: KeyCell = KeyCell(UnsafeCell::new(Keys {
     link: 0x5a5a_5a5a_a5a5_a5a5,
     tag: 0x7c3a_91d2_e84f_b605,
+    run: 0x3d1f_06b9_72c4_8ae1,
 }));
 
 #[inline(always)]
@@ -54,12 +56,14 @@ pub fn init_keys(seed: u64) {
     use crate::os::random::mix64;
     let link = mix64(seed);
     let tag = mix64(link) | 1;
+    let run = mix64(tag);
     // SAFETY: called once during single-threaded initialisation (stage one,
     // under the init state machine), before any reader exists.
     unsafe {
         *KEYS.0.get() = Keys {
             link: link as usize,
             tag: tag as usize,
+            run: run as usize,
         }
     };
 }
@@ -86,6 +90,13 @@ pub fn decode(link: usize) -> usize {
 #[inline(always)]
 pub fn tag_of(addr: usize) -> usize {
     addr ^ keys().tag
+}
+
+/// The mark word 0 of a run's first block carries while the run is live
+/// (see `runs`): its address mixed with a secret of its own.
+#[inline]
+pub fn run_mark(addr: usize) -> usize {
+    (addr ^ keys().run).rotate_left(LINK_ROTATION)
 }
 
 impl Block {

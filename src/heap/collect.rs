@@ -4,7 +4,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::backend::page::{FULL_FLAG, Page, PageKind};
+use crate::backend::page::{FULL_FLAG, Page, PageKind, SLOW_FLAG};
 use crate::backend::region_map;
 use crate::backend::segment::Segment;
 use crate::backend::{self, Core};
@@ -90,7 +90,12 @@ pub unsafe fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &m
 
 /// A full page got a block back: requeue it.
 pub fn unfull(heap: &Heap, page: &Page) {
-    page.heap.store(heap.owner_word(), Ordering::Relaxed);
+    let runs = if page.live_runs.load(Ordering::Relaxed) != 0 {
+        SLOW_FLAG
+    } else {
+        0
+    };
+    page.heap.store(heap.owner_word() | runs, Ordering::Relaxed);
     heap.enqueue_back(page.class.get() as usize, page);
 }
 

@@ -17,6 +17,7 @@ use crate::heap::block::Block;
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::Heap;
 use crate::heap::remote::{self, Foreign};
+use crate::heap::runs;
 use crate::heap::secure;
 use crate::purge;
 use crate::tls;
@@ -88,6 +89,7 @@ pub fn free_checked(ptr: *mut u8, call: Call) -> Result<(), HeapError> {
     let _errno = crate::os::errno::ErrnoGuard::save();
     match locate(addr)? {
         Location::Small(page) => free_small(page, addr, call),
+        Location::Run(page, blocks) => runs::free(page, addr, blocks),
         Location::Large(page) => {
             let mut core = backend::lock();
             let size = core.validate_large(page, addr)?;
@@ -111,6 +113,8 @@ pub fn free_checked(ptr: *mut u8, call: Call) -> Result<(), HeapError> {
 pub enum Location {
     /// A carved block of a small page (maybe free: check its tag).
     Small(&'static Page),
+    /// A run of this many blocks of a small page (see `runs`).
+    Run(&'static Page, usize),
     /// In a large span (validated under the lock).
     Large(&'static Page),
     /// In a huge mapping (validated under the lock).
@@ -128,8 +132,18 @@ pub fn locate(addr: usize) -> Result<Location, HeapError> {
             // SAFETY: as above.
             let page: &'static Page = unsafe { &*Segment::page_of(addr) };
             match page.kind() {
-                PageKind::Small if page.is_block_start(addr) => Ok(Location::Small(page)),
-                PageKind::Small | PageKind::None => Err(invalid_or_freed(addr)),
+                PageKind::Small if page.is_block_start(addr) => {
+                    if runs::covers(page, addr) {
+                        return Err(HeapError::InvalidPointer);
+                    }
+                    Ok(Location::Small(page))
+                }
+                PageKind::Small => match runs::locate(page, addr) {
+                    Ok(blocks) => Ok(Location::Run(page, blocks)),
+                    Err(HeapError::InvalidPointer) => Err(invalid_or_freed(addr)),
+                    Err(error) => Err(error),
+                },
+                PageKind::None => Err(invalid_or_freed(addr)),
                 PageKind::Large => Ok(Location::Large(page)),
                 PageKind::Free if addr % MIN_ALIGN == 0 => Err(HeapError::DoubleFree),
                 PageKind::Free => Err(HeapError::InvalidPointer),
@@ -174,6 +188,7 @@ fn free_small(page: &Page, addr: usize, call: Call) -> Result<(), HeapError> {
             }
             // SAFETY: the calling thread's heap owns the page.
             let heap = unsafe { &*tls::heap() };
+            runs::settle_flag(page);
             // SAFETY: a live carved block of a page this thread's heap owns.
             unsafe { collect::free_to_page(heap, page, block, &mut CoreAccess::Take) };
             Ok(())
@@ -187,6 +202,7 @@ pub fn block_bytes(ptr: *const u8) -> Result<usize, HeapError> {
     let addr = ptr as usize;
     match locate(addr)? {
         Location::Small(page) => Ok(page.block_size()),
+        Location::Run(page, blocks) => Ok(blocks * page.block_size()),
         Location::Large(page) => backend::lock().validate_large(page, addr),
         Location::Huge => huge::usable_size(&backend::lock().freed, addr),
     }
@@ -206,6 +222,7 @@ pub fn usable_size(ptr: *const u8) -> Result<usize, HeapError> {
                 Ok(secure::usable(page.block_size()))
             }
         }
+        Location::Run(page, blocks) => Ok(runs::usable(page, blocks)),
         Location::Large(page) => {
             let size = backend::lock().validate_large(page, addr)?;
             secure::check(addr, size)?;

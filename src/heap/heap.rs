@@ -11,6 +11,7 @@ use core::sync::atomic::{
 use crate::backend::page::{Owned, Page, SLOW_FLAG};
 use crate::config::SLICE_SIZE;
 use crate::heap::block::Block;
+use crate::heap::runs::RunPool;
 use crate::heap::secure::QUARANTINE_SLOTS;
 use crate::heap::size_class::{CLASS_COUNT, DIRECT_SLOTS, FOREIGN_CLASSES, direct_slot_range};
 
@@ -58,6 +59,14 @@ pub struct HeapStats {
     /// bookkeeping of the purge thread), left out of the statistics.
     pub internal_blocks: AtomicU64,
     pub internal_bytes: AtomicU64,
+    /// Runs (see `runs`; atomic adds, in `SHARED_STATS` only): the blocks
+    /// of a live run past its first, which its page counts as live too;
+    /// and the free blocks (and bytes) a heap took off a page's free list
+    /// to cut runs from, which the page counts as live until cut or given
+    /// back.
+    pub run_extra_blocks: AtomicU64,
+    pub pooled_blocks: AtomicU64,
+    pub pooled_bytes: AtomicU64,
 }
 
 impl HeapStats {
@@ -75,6 +84,9 @@ impl HeapStats {
             taken_allocs: [const { AtomicU64::new(0) }; CLASS_COUNT],
             internal_blocks: AtomicU64::new(0),
             internal_bytes: AtomicU64::new(0),
+            run_extra_blocks: AtomicU64::new(0),
+            pooled_blocks: AtomicU64::new(0),
+            pooled_bytes: AtomicU64::new(0),
         }
     }
 
@@ -326,6 +338,9 @@ pub struct Heap {
     pub patrol_next: Owned<usize>,
     /// Pseudo-random state for secure mode's shuffled free lists.
     pub rng: Owned<u64>,
+    /// Free blocks of a sparse small page taken to cut runs from (see
+    /// `runs`). Owner-only.
+    pub runs: RunPool,
     /// When the first never-carved tail of a page set up on a backed span
     /// is due to be given back (ms; `u64::MAX`: none waits). See
     /// `backed_tails`.
@@ -364,6 +379,7 @@ impl Heap {
             quarantine_next: Owned::new(0),
             patrol_next: Owned::new(0),
             rng: Owned::new(0),
+            runs: RunPool::new(),
             tails_due_ms: Owned::new(u64::MAX),
             fresh_block: Owned::new(0),
             _pad: [0; 64],

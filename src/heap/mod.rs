@@ -12,6 +12,7 @@ pub mod interiors;
 pub mod page_ops;
 pub mod realloc;
 pub mod remote;
+pub mod runs;
 pub mod secure;
 pub mod size_class;
 pub mod thread;

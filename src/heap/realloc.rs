@@ -11,6 +11,7 @@ use crate::diag::{Call, HeapError};
 use crate::heap::alloc;
 use crate::heap::block::Block;
 use crate::heap::free::{self, Location, locate};
+use crate::heap::runs;
 use crate::heap::secure;
 use crate::settings;
 
@@ -44,6 +45,7 @@ pub fn realloc(ptr: *mut u8, size: usize, call: Call) -> Result<*mut u8, Realloc
             secure::check(addr, page.block_size())?;
             secure::usable(page.block_size())
         }
+        Location::Run(page, blocks) => runs::usable(page, blocks),
         Location::Large(page) => {
             if fits_its_slices(page, addr, size) {
                 return Ok(ptr);

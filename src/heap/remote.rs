@@ -30,6 +30,7 @@ use crate::diag::{self, Call, HeapError};
 use crate::heap::block::{Block, encode, tag_of};
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, HeapState, HeapStats, Outbox, SHARED_STATS};
+use crate::heap::runs;
 use crate::heap::secure;
 use crate::heap::size_class::{FOREIGN_CLASSES, block_size};
 use crate::heap::thread;
@@ -62,7 +63,7 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Fore
     // `NO_OWNER`, which masks to 0): checked on the descriptor's first
     // cache line, like everything else here.
     let owner = page.owner();
-    if owner == 0 || !page.is_block_start(addr) {
+    if owner == 0 || !page.is_block_start(addr) || runs::covers(page, addr) {
         return Foreign::Other;
     }
     if owner == me as usize {
@@ -100,7 +101,7 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Fore
 
 /// Hands a claimed block of another heap's `page` to the calling thread's
 /// foreign cache, else towards its owner.
-fn deliver(me: *mut Heap, page: &Page, owner: &Heap, block: *mut Block) {
+pub fn deliver(me: *mut Heap, page: &Page, owner: &Heap, block: *mut Block) {
     let (class, size) = (page.class.get() as usize, page.block_size());
     if class < FOREIGN_CLASSES && thread::is_own(me) {
         // SAFETY: the calling thread's own heap.

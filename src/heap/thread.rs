@@ -16,6 +16,7 @@ use crate::heap::heap::{
 use crate::heap::interiors;
 use crate::heap::page_ops;
 use crate::heap::remote;
+use crate::heap::runs;
 use crate::heap::secure;
 use crate::os::clock::now_ms;
 use crate::purge;
@@ -189,8 +190,10 @@ extern "C" fn on_thread_exit(value: *mut c_void) {
         remote::release_quarantine(h);
     }
     // Blocks kept for other heaps go to their owners now: an orphan may
-    // wait long for a new thread.
+    // wait long for a new thread. Blocks pooled for runs go back to their
+    // page, so an orphan's pages can empty.
     remote::return_foreign(h);
+    runs::give_back(h, &mut CoreAccess::Take);
     let mut core = backend::lock();
     // The heap keeps its pages, empty ones included, so the thread that
     // adopts it starts with a current page in every class it used: a
@@ -445,6 +448,7 @@ pub fn trim_current() -> usize {
     }
     // SAFETY: the calling thread's own heap.
     let h = unsafe { &*heap };
+    runs::give_back(h, &mut CoreAccess::Take);
     release_heap_memory(h, &mut backend::lock());
     interiors::give_back(h)
 }
