@@ -59,6 +59,7 @@ programs=(
     "fork_threads       fork_threads.c      plain  120  linked preload"
     "fork_stress        fork_stress.c       plain  60   linked preload"
     "orphan_trim        orphan_trim.c       plain  60   linked preload"
+    "runs_stress        runs_stress.c       plain  60   linked preload"
     "rule_zero_abort    rule_zero_abort.c   plain  30   linked static preload"
     "cxx_operators      cxx_operators.cpp   plain  30   linked preload"
     "cache_lines        cache_lines.c       plain  30   linked preload"

@@ -37,6 +37,7 @@ use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, SHARED_STATS};
 use crate::heap::size_class::{block_size, class_of};
 use crate::heap::{remote, secure, thread};
+use crate::sync::peek;
 use crate::tls;
 
 /// Bytes before the caller's part of a run: the mark and the block count.
@@ -369,19 +370,19 @@ pub fn locate(page: &Page, addr: usize) -> Result<usize, HeapError> {
     {
         return Err(HeapError::InvalidPointer);
     }
-    let head = header as *const Block;
-    // SAFETY: a carved block of one of our pages: its two words are mapped.
-    let (mark, blocks) = unsafe { ((*head).link, (*head).tag.load(Ordering::Relaxed)) };
-    if mark == run_mark(header) {
+    // SAFETY: a carved block of one of our pages.
+    let (marked, blocks) = unsafe { read_header(header) };
+    if blocks == tag_of(header) {
+        // The run was freed (its mark stays until its first block is
+        // linked into a list), or this is a free block's inside.
+        return Err(HeapError::DoubleFree);
+    }
+    if marked {
         let carved = page.capacity.load(Ordering::Relaxed) as usize;
         if (2..=MAX_RUN_BLOCKS).contains(&blocks) && page.block_index(header) + blocks <= carved {
             return Ok(blocks);
         }
         return Err(HeapError::Corrupted);
-    }
-    if blocks == tag_of(header) {
-        // The run was freed (or this is a free block's inside).
-        return Err(HeapError::DoubleFree);
     }
     Err(HeapError::InvalidPointer)
 }
@@ -398,16 +399,35 @@ pub fn covers(page: &Page, addr: usize) -> bool {
         let Some(header) = addr.checked_sub(back * size).filter(|&h| h >= page.start()) else {
             return false;
         };
-        let head = header as *const Block;
         // SAFETY: a carved block of the page (at or before `addr`, which is
-        // one): its two words are mapped.
-        let (mark, blocks) = unsafe { ((*head).link, (*head).tag.load(Ordering::Relaxed)) };
-        if mark == run_mark(header) {
+        // one).
+        let (marked, blocks) = unsafe { read_header(header) };
+        if marked {
             // Runs do not overlap: no run before this one reaches `addr`.
-            return back < blocks;
+            // A freed run keeps its mark until its first block is linked
+            // into a list (its tag says so): none of its blocks is in a
+            // live run meanwhile.
+            return (2..=MAX_RUN_BLOCKS).contains(&blocks) && back < blocks;
         }
     }
     false
+}
+
+/// Whether block `header` carries a run's mark, and its second word (a
+/// run's block count, a free tag, 0 or data).
+///
+/// # Safety
+/// `header` is a carved block of one of our pages (its two words mapped).
+unsafe fn read_header(header: usize) -> (bool, usize) {
+    // SAFETY: the caller's; both words may be written by another thread
+    // meanwhile (a free of the run, a pop), so both are read with relaxed
+    // atomic loads, like the free tags.
+    unsafe {
+        (
+            peek::word_equals::<0>(header as *const u8, run_mark(header)),
+            (*(header as *const Block)).tag.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// The owner, on a checked free into `page`: takes `SLOW_FLAG` off once no
