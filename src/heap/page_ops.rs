@@ -134,6 +134,7 @@ pub fn init_small(page: &Page, heap: &Heap, class: usize, zero: bool) {
     page.set_kind(PageKind::Small);
     page.is_zero.set(zero);
     page.given.store(0, Ordering::Relaxed);
+    page.live_runs.store(0, Ordering::Relaxed);
     page.heap.store(heap.owner_word(), Ordering::Relaxed);
 }
 

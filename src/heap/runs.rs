@@ -464,6 +464,18 @@ pub fn free(page: &Page, addr: usize, blocks: usize) -> Result<(), HeapError> {
     {
         return Err(HeapError::DoubleFree);
     }
+    // Every block tagged free before the run stops counting as live: a
+    // free of one of them meanwhile (an interior pointer, from another
+    // thread) is then still a double free, never a second claim.
+    for index in 1..blocks {
+        let block = (header + index * size) as *const Block;
+        // SAFETY: a block of the run, which this free claimed whole.
+        unsafe {
+            (*block)
+                .tag
+                .store(tag_of(block as usize), Ordering::Relaxed)
+        };
+    }
     SHARED_STATS
         .run_extra_blocks
         .fetch_sub(blocks as u64 - 1, Ordering::Relaxed);
@@ -488,14 +500,6 @@ pub fn free(page: &Page, addr: usize, blocks: usize) -> Result<(), HeapError> {
     };
     for index in 0..blocks {
         let block = (header + index * size) as *mut Block;
-        if index > 0 {
-            // SAFETY: a block of the run, which this free claimed whole.
-            unsafe {
-                (*block)
-                    .tag
-                    .store(tag_of(block as usize), Ordering::Relaxed)
-            };
-        }
         // SAFETY: heaps are never unmapped: the owner stays valid.
         remote::deliver(me, page, unsafe { &*(owner as *const Heap) }, block);
     }
