@@ -27,7 +27,7 @@
 //! thread exits and on malloc_trim. Not in secure mode (no canary room) nor
 //! in the unchecked build (no block check to miss).
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::backend::page::{Owned, Page, SLOW_FLAG};
 use crate::config::{CHECKS, SLICE_SIZE, SMALL_MAX};
@@ -50,6 +50,15 @@ const SOURCE_MAX: usize = 128;
 /// Blocks in the biggest source page (one slice of 32-byte blocks).
 const POOL_BITS: usize = SLICE_SIZE / SOURCE_MIN;
 const POOL_WORDS: usize = POOL_BITS / 64;
+/// Runs pay off when they stay live (a program past a phase change builds
+/// new structures in the freed space). When as many runs are freed as are
+/// cut (at least half of `CHURN_WINDOW` cuts), each allocation would be a
+/// trip through the slow path for memory that comes straight back: the
+/// next `CHURN_PAUSE` calls of `take` serve no run, and the medium classes
+/// get pages of their own (a loop of malloc and free of 200..1000 bytes
+/// next to sparse pages ran 34 times slower before).
+const CHURN_WINDOW: u32 = 64;
+const CHURN_PAUSE: u32 = 1024;
 /// Most blocks in one run (a 1024-byte request of 32-byte blocks takes 33).
 const MAX_RUN_BLOCKS: usize = 64;
 /// Pages looked at per source class.
@@ -63,6 +72,12 @@ pub struct RunPool {
     count: Owned<u32>,
     /// The word the next search starts from.
     cursor: Owned<u32>,
+    /// Runs cut, and runs of this heap freed (by any thread), since the
+    /// last look at the two (see `CHURN_WINDOW`).
+    cut: Owned<u32>,
+    freed: AtomicU32,
+    /// Calls of `take` left that serve no run (see `CHURN_PAUSE`).
+    pause: Owned<u32>,
 }
 
 impl RunPool {
@@ -72,6 +87,9 @@ impl RunPool {
             bits: [const { Owned::new(0) }; POOL_WORDS],
             count: Owned::new(0),
             cursor: Owned::new(0),
+            cut: Owned::new(0),
+            freed: AtomicU32::new(0),
+            pause: Owned::new(0),
         }
     }
 }
@@ -93,6 +111,20 @@ pub fn serves(class: usize) -> bool {
 #[cold]
 pub fn take(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut u8 {
     let pool = &heap.runs;
+    if pool.pause.get() > 0 {
+        pool.pause.set(pool.pause.get() - 1);
+        return core::ptr::null_mut();
+    }
+    if pool.cut.get() >= CHURN_WINDOW {
+        let freed = pool.freed.swap(0, Ordering::Relaxed);
+        let churning = freed * 2 >= pool.cut.get();
+        pool.cut.set(0);
+        if churning {
+            give_back(heap, core);
+            pool.pause.set(CHURN_PAUSE);
+            return core::ptr::null_mut();
+        }
+    }
     let need = block_size(class) + HEADER;
     if !pool.page.get().is_null() {
         let run = cut(heap, need);
@@ -275,6 +307,7 @@ fn cut(heap: &Heap, need: usize) -> *mut u8 {
         (*head).tag.store(blocks, Ordering::Relaxed);
     }
     page.count_run_alloc();
+    pool.cut.set(pool.cut.get() + 1);
     if page.live_runs.fetch_add(1, Ordering::Relaxed) == 0 {
         let owner = page.heap.load(Ordering::Relaxed);
         page.heap.store(owner | SLOW_FLAG, Ordering::Relaxed);
@@ -480,8 +513,11 @@ pub fn free(page: &Page, addr: usize, blocks: usize) -> Result<(), HeapError> {
         .run_extra_blocks
         .fetch_sub(blocks as u64 - 1, Ordering::Relaxed);
     page.live_runs.fetch_sub(1, Ordering::Relaxed);
-    let me = tls::heap();
     let owner = page.owner();
+    // SAFETY: heaps are never unmapped: the owner stays valid.
+    let owner_heap = unsafe { &*(owner as *const Heap) };
+    owner_heap.runs.freed.fetch_add(1, Ordering::Relaxed);
+    let me = tls::heap();
     if owner == me as usize && thread::is_own(me) {
         // SAFETY: the calling thread's own heap.
         let heap = unsafe { &*me };
@@ -500,8 +536,7 @@ pub fn free(page: &Page, addr: usize, blocks: usize) -> Result<(), HeapError> {
     };
     for index in 0..blocks {
         let block = (header + index * size) as *mut Block;
-        // SAFETY: heaps are never unmapped: the owner stays valid.
-        remote::deliver(me, page, unsafe { &*(owner as *const Heap) }, block);
+        remote::deliver(me, page, owner_heap, block);
     }
     Ok(())
 }
