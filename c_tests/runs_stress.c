@@ -10,6 +10,8 @@
  * keeps its pattern until freed; the outstanding count comes back to where
  * it was; and some medium blocks must have been runs (a usable size that no
  * size class has), unless CMA_SECURE is set (no runs in secure mode).
+ * Meanwhile the main thread cuts runs of its own and forks: the child
+ * frees and cuts runs from the pool the fork left it (fork_with_runs).
  * It runs with CMA_PURGE_DELAY_MS=20 (it sets it and starts itself again):
  * with the purge thread busy, a free found a freed run's mark, still in
  * its first block while the blocks were on their way to their owner, and
@@ -23,9 +25,11 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "child.h"
 #include "cma_dl.h"
 #include "common.h"
 
@@ -112,6 +116,58 @@ static struct counters counters_now(void)
     return c;
 }
 
+/* The main thread makes its pages sparse and cuts runs, then forks while
+ * the workers run: the child checks and frees half the runs, makes sparse
+ * pages again and cuts new ones, checks everything and exits 0 (1: a block
+ * lost its pattern, 2: no run after the fork). */
+static int fork_with_runs(void)
+{
+    enum { N = 8000, M = 400 };
+    static struct block nodes[N], mediums[M];
+    for (int i = 0; i < N; i++)
+        nodes[i] = make(64, 900000u + (unsigned)i);
+    for (int i = 0; i < N; i++)
+        if (i % 20 != 0) {
+            check_and_free(nodes[i]);
+            nodes[i].p = NULL;
+        }
+    for (int i = 0; i < M; i++)
+        mediums[i] = make(600, 950000u + (unsigned)i);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        for (int i = 0; i < M; i += 2) {
+            if (!pattern_ok(mediums[i].p, mediums[i].size, mediums[i].seed))
+                _exit(1);
+            free(mediums[i].p);
+        }
+        for (int i = 0; i < N; i++)
+            if (i % 20 != 0)
+                nodes[i] = make(64, 970000u + (unsigned)i);
+        for (int i = 0; i < N; i++)
+            if (i % 20 != 0)
+                free(nodes[i].p);
+        int runs = 0;
+        for (int i = 0; i < M; i += 2) {
+            mediums[i] = make(600, 960000u + (unsigned)i);
+            runs += !is_class_size(malloc_usable_size(mediums[i].p));
+        }
+        for (int i = 0; i < M; i++)
+            if (!pattern_ok(mediums[i].p, mediums[i].size, mediums[i].seed))
+                _exit(1);
+        for (int i = 0; i < N; i += 20)
+            if (!pattern_ok(nodes[i].p, nodes[i].size, nodes[i].seed))
+                _exit(1);
+        _exit(runs > 0 || getenv("CMA_SECURE") != NULL ? 0 : 2);
+    }
+    int status = wait_child(pid);
+    for (int i = 0; i < M; i++)
+        check_and_free(mediums[i]);
+    for (int i = 0; i < N; i += 20)
+        check_and_free(nodes[i]);
+    return status;
+}
+
 static void *worker(void *arg)
 {
     unsigned id = (unsigned)(intptr_t)arg;
@@ -175,6 +231,7 @@ int main(int argc, char **argv)
     pthread_t threads[THREADS];
     for (int t = 0; t < THREADS; t++)
         REQUIRE(pthread_create(&threads[t], NULL, worker, (void *)(intptr_t)t) == 0);
+    int child = fork_with_runs();
     for (int t = 0; t < THREADS; t++)
         REQUIRE(pthread_join(threads[t], NULL) == 0);
     struct block left;
@@ -183,6 +240,10 @@ int main(int argc, char **argv)
 
     struct counters after = counters_now();
 
+    char why[96];
+    describe_status(why, sizeof why, child, "1: a block lost its pattern, 2: no run");
+    CHECK_MSG(child >= 0 && WIFEXITED(child) && WEXITSTATUS(child) == 0,
+              "a child forked amid the rounds frees, cuts and checks runs (%s)", why);
     CHECK_MSG(atomic_load(&bad_blocks) == 0, "every block kept its pattern (%ld did not)",
               atomic_load(&bad_blocks));
     if (getenv("CMA_SECURE") == NULL)
