@@ -7,10 +7,10 @@
 //! new pages (mem_phase: 90% of 2 M nodes of 16–128 bytes freed at random,
 //! then as many bytes of 200–1000-byte objects: 1.58× glibc's peak, which
 //! coalesces the freed nodes). So when a medium class (129..=1024 bytes)
-//! is out of free blocks and would otherwise carve memory, the heap takes the free list of one
-//! of its sparse pages of 32–128-byte blocks (at least three quarters of
-//! it free) into a bitmap, its *pool*, and hands out runs of neighbouring
-//! free blocks from it.
+//! is out of free blocks and would otherwise carve memory, the heap takes
+//! the free list of one of its sparse pages of 32–128-byte blocks (at
+//! least three quarters of it free) into a bitmap, its *pool*, and hands
+//! out runs of neighbouring free blocks from it.
 //!
 //! A run of `k` blocks starting at block `h` is one allocation: the caller
 //! gets `h + 16`, which is never a block start (blocks here are at least
@@ -21,11 +21,17 @@
 //! is a double free) and frees the `k` blocks into the page, as the owner,
 //! or towards the owner like any other thread's frees.
 //!
+//! A run's inner blocks are block starts of their page: while a page has
+//! a live run (`Page::live_runs`), its owner word carries `SLOW_FLAG`, so
+//! every free into it is checked, and one inside a run is an invalid
+//! pointer (`covers`).
+//!
 //! The pool's blocks are live to the page (it never empties while it is a
 //! source) and keep their free tags (a free of one is a double free). The
 //! pool goes back to the page's free list when a run does not fit, when the
-//! thread exits and on malloc_trim. Not in secure mode (no canary room) nor
-//! in the unchecked build (no block check to miss).
+//! thread exits, on malloc_trim, and when runs come straight back (see
+//! `CHURN_WINDOW`). Not in secure mode (no canary room) nor in the
+//! unchecked build (no block check to miss).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -117,7 +123,7 @@ pub fn take(heap: &Heap, class: usize, core: &mut CoreAccess) -> *mut u8 {
     }
     if pool.cut.get() >= CHURN_WINDOW {
         let freed = pool.freed.swap(0, Ordering::Relaxed);
-        let churning = freed * 2 >= pool.cut.get();
+        let churning = freed.saturating_mul(2) >= pool.cut.get();
         pool.cut.set(0);
         if churning {
             give_back(heap, core);
