@@ -339,7 +339,8 @@ pub struct Heap {
     /// Pseudo-random state for secure mode's shuffled free lists.
     pub rng: Owned<u64>,
     /// Free blocks of a sparse small page taken to cut runs from (see
-    /// `runs`). Owner-only.
+    /// `runs`). Owner-only, but for its count of freed runs (atomic: any
+    /// thread may free a run).
     pub runs: RunPool,
     /// When the first never-carved tail of a page set up on a backed span
     /// is due to be given back (ms; `u64::MAX`: none waits). See
