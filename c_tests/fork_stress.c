@@ -33,13 +33,7 @@
 #include "cma_dl.h"
 #include "child.h"
 #include "common.h"
-
-static struct counters counters_now(void)
-{
-    struct counters c;
-    cma_dl_get_stats(&c.allocs, &c.frees);
-    return c;
-}
+#include "dl_counters.h"
 
 /* A block with its size and seed in its first 16 bytes; a pattern after
  * them (every byte up to 4 KiB, then one per 4 KiB up to 64 KiB, then one

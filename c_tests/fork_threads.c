@@ -25,13 +25,7 @@
 #include "cma_dl.h"
 #include "child.h"
 #include "common.h"
-
-static struct counters counters_now(void)
-{
-    struct counters c;
-    cma_dl_get_stats(&c.allocs, &c.frees);
-    return c;
-}
+#include "dl_counters.h"
 
 /* A block with its pattern seed. */
 struct block {

@@ -10,18 +10,12 @@
 
 #include "cma_dl.h"
 #include "common.h"
+#include "dl_counters.h"
 
 /* C23's sized frees, which glibc 2.36's headers lack. Weak, so that the plain
  * build links without CMA and finds them at run time in the preloaded one. */
 extern void free_sized(void *ptr, size_t size) __attribute__((weak));
 extern void free_aligned_sized(void *ptr, size_t alignment, size_t size) __attribute__((weak));
-
-static struct counters counters_now(void)
-{
-    struct counters c;
-    cma_dl_get_stats(&c.allocs, &c.frees);
-    return c;
-}
 
 static bool counters_equal(struct counters a, struct counters b)
 {

@@ -30,6 +30,7 @@
 #include "child.h"
 #include "cma_dl.h"
 #include "common.h"
+#include "dl_counters.h"
 
 enum { ROUNDS = 300, WORKERS = 6, BLOCKS = 192, POOL = 8192, FORK_EVERY = 8 };
 
@@ -191,13 +192,6 @@ static void child_main(struct block gift)
         pthread_join(thread, &result) != 0 || result == NULL)
         _exit(CHILD_THREAD_BAD);
     _exit(CHILD_OK);
-}
-
-static struct counters counters_now(void)
-{
-    struct counters c;
-    cma_dl_get_stats(&c.allocs, &c.frees);
-    return c;
 }
 
 int main(int argc, char **argv)

@@ -32,6 +32,7 @@
 #include "child.h"
 #include "cma_dl.h"
 #include "common.h"
+#include "dl_counters.h"
 
 enum { THREADS = 4, ROUNDS = 200, NODES = 12000, MEDIUMS = 1500, RING = 2048 };
 
@@ -107,13 +108,6 @@ static bool is_class_size(size_t usable)
             if (usable == base + sub * (base / 8))
                 return true;
     return false;
-}
-
-static struct counters counters_now(void)
-{
-    struct counters c;
-    cma_dl_get_stats(&c.allocs, &c.frees);
-    return c;
 }
 
 /* The main thread makes its pages sparse and cuts runs, then forks while
