@@ -25,25 +25,5 @@ trap 'rm -f "$OUT"' EXIT
 run_rounds "$RUNS" calloc_sparse '/^rss_kb.round1/{r1=$2} /^rss_kb.round2/{r2=$2}
     /^elapsed_s/{t=$2} /^errors/{e=$2} END{print r1, r2, t, e}' "$OUT"
 
-python3 - "$OUT" "${ORDER[@]}" <<'PY'
-import statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    name, *vals = line.split()
-    if len(vals) != 4:
-        print(f"{name}: a run failed", file=sys.stderr)
-        sys.exit(1)
-    rows.setdefault(name, []).append(
-        (int(vals[0]) / 1024, int(vals[1]) / 1024, float(vals[2]), int(vals[3])))
-med = lambda name, i: statistics.median(r[i] for r in rows[name])
-base = med("glibc", 0)
-print("| allocator | RSS after round 1 MiB | ×glibc | RSS after round 2 MiB | time s | errors |")
-print("| :--- | ---: | ---: | ---: | ---: | ---: |")
-errors = 0
-for name in sys.argv[2:]:
-    e = sum(r[3] for r in rows[name])
-    errors += e
-    print(f"| {name} | {med(name, 0):.1f} | {med(name, 0) / base:.2f} | "
-          f"{med(name, 1):.1f} | {med(name, 2):.3f} | {e} |")
-sys.exit(1 if errors else 0)
-PY
+median_table "$OUT" "RSS after round 1 MiB;1024;.1f;ratio" \
+    "RSS after round 2 MiB;1024;.1f" "time s;1;.3f"

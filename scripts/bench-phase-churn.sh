@@ -23,23 +23,4 @@ trap 'rm -f "$OUT"' EXIT
 run_rounds "$RUNS" phase_churn '/^medium_ns/{m=$2} /^small_ns/{s=$2} /^errors/{e=$2}
     END{print m, s, e}' "$OUT"
 
-python3 - "$OUT" "${ORDER[@]}" <<'PY'
-import statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    name, *vals = line.split()
-    if len(vals) != 3:
-        print(f"{name}: a run failed", file=sys.stderr)
-        sys.exit(1)
-    rows.setdefault(name, []).append((float(vals[0]), float(vals[1]), int(vals[2])))
-med = lambda name, i: statistics.median(r[i] for r in rows[name])
-print("| allocator | medium ns | ×glibc | small ns | ×glibc | errors |")
-print("| :--- | ---: | ---: | ---: | ---: | ---: |")
-errors = 0
-for name in sys.argv[2:]:
-    e = sum(r[2] for r in rows[name])
-    errors += e
-    print(f"| {name} | {med(name, 0):.1f} | {med(name, 0) / med('glibc', 0):.2f} | "
-          f"{med(name, 1):.1f} | {med(name, 1) / med('glibc', 1):.2f} | {e} |")
-sys.exit(1 if errors else 0)
-PY
+median_table "$OUT" "medium ns;1;.1f;ratio" "small ns;1;.1f;ratio"

@@ -27,24 +27,5 @@ run_rounds "$RUNS" trim_latency '/^trim_ms/{t=$2} /^probe_worst_ms/{w=$2}
     /^rss_kb.before_trim/{b=$2} /^rss_kb.after_trim/{f=$2} /^errors/{e=$2}
     END{print t, w, b, f, e}' "$OUT"
 
-python3 - "$OUT" "${ORDER[@]}" <<'PY'
-import statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    name, *vals = line.split()
-    if len(vals) != 5:
-        print(f"{name}: a run failed", file=sys.stderr)
-        sys.exit(1)
-    rows.setdefault(name, []).append(
-        (float(vals[0]), float(vals[1]), int(vals[2]) / 1024, int(vals[3]) / 1024, int(vals[4])))
-med = lambda name, i: statistics.median(r[i] for r in rows[name])
-print("| allocator | malloc_trim ms | other thread's worst wait ms | RSS before MiB | RSS after MiB | errors |")
-print("| :--- | ---: | ---: | ---: | ---: | ---: |")
-errors = 0
-for name in sys.argv[2:]:
-    e = sum(r[4] for r in rows[name])
-    errors += e
-    print(f"| {name} | {med(name, 0):.1f} | {med(name, 1):.2f} | "
-          f"{med(name, 2):.1f} | {med(name, 3):.1f} | {e} |")
-sys.exit(1 if errors else 0)
-PY
+median_table "$OUT" "malloc_trim ms;1;.1f" "other thread's worst wait ms;1;.2f" \
+    "RSS before MiB;1024;.1f" "RSS after MiB;1024;.1f"
