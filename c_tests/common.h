@@ -136,6 +136,20 @@ static inline void threads_warm_up(int n)
         pthread_join(threads[i], NULL);
 }
 
+/* CMA reads its settings once, at start: a test that needs one (a short
+ * purge delay, say) sets it and starts itself again, unless it is set
+ * already (by that first start, or by whoever runs the test). Returns only
+ * in the run that has it; exits 2 if the program cannot start again. */
+static inline void run_with_setting(char **argv, const char *name, const char *value)
+{
+    if (getenv(name) != NULL)
+        return;
+    setenv(name, value, 1);
+    execv("/proc/self/exe", argv);
+    perror("execv");
+    exit(2);
+}
+
 /* A watchdog thread: when watchdog_mark() has not been called for `seconds`
  * seconds, it prints a FAIL line naming the last mark and ends the program,
  * so that a hang (the ancestor's failure) says where it happened instead of

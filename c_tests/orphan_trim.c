@@ -197,12 +197,7 @@ static void child_main(struct block gift)
 int main(int argc, char **argv)
 {
     (void)argc;
-    if (getenv("CMA_PURGE_DELAY_MS") == NULL) {
-        setenv("CMA_PURGE_DELAY_MS", "1", 1);
-        execv("/proc/self/exe", argv);
-        perror("execv");
-        return 2;
-    }
+    run_with_setting(argv, "CMA_PURGE_DELAY_MS", "1");
     setvbuf(stdout, NULL, _IONBF, 0);
     watchdog_start("round", 20);
     threads_warm_up(WORKERS + 2);

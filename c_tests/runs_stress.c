@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include "check.h"
 #include "child.h"
@@ -211,12 +210,7 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
     (void)argc;
-    if (getenv("CMA_PURGE_DELAY_MS") == NULL) {
-        setenv("CMA_PURGE_DELAY_MS", "20", 1);
-        execv("/proc/self/exe", argv);
-        perror("execv");
-        return 2;
-    }
+    run_with_setting(argv, "CMA_PURGE_DELAY_MS", "20");
     setvbuf(stdout, NULL, _IONBF, 0);
     watchdog_start("round", 30);
     threads_warm_up(THREADS);
