@@ -22,8 +22,9 @@ use core::sync::atomic::Ordering;
 use crate::backend::page::Page;
 use crate::backend::page::SLOW_FLAG;
 use crate::config::{OS_PAGE_SIZE, SLICE_SIZE};
-use crate::heap::block::{Block, decode};
+use crate::heap::block::Block;
 use crate::heap::heap::Heap;
+use crate::heap::page_ops;
 use crate::heap::secure;
 use crate::heap::size_class::{CLASS_COUNT, block_size_of, class_of, page_slices_of};
 use crate::os::decommit_batch::DecommitBatch;
@@ -84,29 +85,17 @@ fn give_back_whole(heap: &Heap, page: &Page, batch: &mut DecommitBatch) {
         .store(heap.owner_word() | SLOW_FLAG, Ordering::Relaxed);
 }
 
-/// The blocks on the page's free list, one bit per block index; None when
-/// a link does not lead to a block of the page (the pop that meets it
-/// reports the damage) or a block comes twice. Both ways of giving back
+/// The blocks on the page's free list, one bit per block index; None on a
+/// damaged list (see `page_ops::walk_free_list`). Both ways of giving back
 /// walk the list through it.
 fn free_list_blocks(page: &Page) -> Option<u32> {
-    let size = page.block_size();
-    let start = page.start();
-    let carved = page.capacity.load(Ordering::Relaxed) as usize;
-    let end = start + carved * size;
     let mut bits = 0u32;
-    let mut block = page.free.get() as usize;
-    while block != 0 {
-        if block < start || block >= end || (block - start) % size != 0 {
-            return None;
-        }
-        let bit = 1u32 << page.block_index(block);
-        if bits & bit != 0 {
-            return None;
-        }
+    page_ops::walk_free_list(page, |index| {
+        let bit = 1u32 << index;
+        let first_time = bits & bit == 0;
         bits |= bit;
-        // SAFETY: a carved block of the page, checked above.
-        block = decode(unsafe { (*(block as *const Block)).link });
-    }
+        first_time
+    })?;
     Some(bits)
 }
 

@@ -156,6 +156,31 @@ pub fn reclaim_given(page: &Page, heap: &Heap) {
     }
 }
 
+/// Walks the page's free list, calling `first_time` with each block's
+/// index; `first_time` says whether the index is new. The number of
+/// blocks, or None when a link does not lead to a carved block of the page
+/// (the pop that meets it reports the damage) or a block comes twice.
+/// The caller owns the page.
+pub fn walk_free_list(page: &Page, mut first_time: impl FnMut(usize) -> bool) -> Option<u32> {
+    let size = page.block_size();
+    let start = page.start();
+    let end = start + page.capacity.load(Ordering::Relaxed) as usize * size;
+    let mut count = 0u32;
+    let mut block = page.free.get() as usize;
+    while block != 0 {
+        if block < start || block >= end || (block - start) % size != 0 {
+            return None;
+        }
+        if !first_time((block - start) / size) {
+            return None;
+        }
+        count += 1;
+        // SAFETY: a carved block of the page, checked above.
+        block = decode(unsafe { (*(block as *const Block)).link });
+    }
+    Some(count)
+}
+
 /// Moves the page's allocation count into its heap's totals (before the
 /// page is set up again or its span leaves the heap).
 pub fn fold_allocs(page: &Page, heap: &Heap) {

@@ -38,11 +38,11 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use crate::backend::page::{Owned, Page, SLOW_FLAG};
 use crate::config::{CHECKS, SLICE_SIZE, SMALL_MAX};
 use crate::diag::HeapError;
-use crate::heap::block::{Block, decode, run_mark, tag_of};
+use crate::heap::block::{Block, run_mark, tag_of};
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::{Heap, SHARED_STATS};
 use crate::heap::size_class::{block_size, class_of};
-use crate::heap::{remote, secure, thread};
+use crate::heap::{page_ops, remote, secure, thread};
 use crate::sync::peek;
 use crate::tls;
 
@@ -97,6 +97,17 @@ impl RunPool {
             freed: AtomicU32::new(0),
             pause: Owned::new(0),
         }
+    }
+}
+
+impl RunPool {
+    /// Marks block `index` pooled; false when it already was.
+    fn mark(&self, index: usize) -> bool {
+        let word = &self.bits[index / 64];
+        let bit = 1u64 << (index % 64);
+        let before = word.get();
+        word.set(before | bit);
+        before & bit == 0
     }
 }
 
@@ -238,8 +249,7 @@ fn free_blocks_by_tag(pool: &RunPool, page: &Page) -> Option<u32> {
         let block = start + index * size;
         // SAFETY: a carved block of the page: its two words are mapped.
         if unsafe { (*(block as *const Block)).is_tagged_free() } {
-            let word = &pool.bits[index / 64];
-            word.set(word.get() | 1u64 << (index % 64));
+            pool.mark(index);
             count += 1;
         }
     }
@@ -247,29 +257,9 @@ fn free_blocks_by_tag(pool: &RunPool, page: &Page) -> Option<u32> {
 }
 
 /// Marks the blocks on the page's free list in the pool; their count, or
-/// None when a link does not lead to a block of the page or one comes twice.
+/// None on a damaged list (see `page_ops::walk_free_list`).
 fn free_blocks_by_list(pool: &RunPool, page: &Page) -> Option<u32> {
-    let size = page.block_size();
-    let start = page.start();
-    let end = start + page.capacity.load(Ordering::Relaxed) as usize * size;
-    let mut count = 0u32;
-    let mut block = page.free.get() as usize;
-    while block != 0 {
-        if block < start || block >= end || (block - start) % size != 0 {
-            return None;
-        }
-        let index = (block - start) / size;
-        let word = &pool.bits[index / 64];
-        let bit = 1u64 << (index % 64);
-        if word.get() & bit != 0 {
-            return None;
-        }
-        word.set(word.get() | bit);
-        count += 1;
-        // SAFETY: a carved block of the page, checked above.
-        block = decode(unsafe { (*(block as *const Block)).link });
-    }
-    Some(count)
+    page_ops::walk_free_list(page, |index| pool.mark(index))
 }
 
 fn clear_bits(pool: &RunPool) {
