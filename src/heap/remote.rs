@@ -63,11 +63,16 @@ pub fn free_foreign(page: &Page, addr: usize, me: *mut Heap, call: Call) -> Fore
     // `NO_OWNER`, which masks to 0): checked on the descriptor's first
     // cache line, like everything else here.
     let owner = page.owner();
-    if owner == 0 || !page.is_block_start(addr) || runs::covers(page, addr) {
+    if owner == 0 || !page.is_block_start(addr) {
         return Foreign::Other;
     }
+    // The owner's free goes on through `locate`, which looks for a run
+    // around the block; another thread's is sent from here.
     if owner == me as usize {
         return Foreign::Mine;
+    }
+    if runs::covers(page, addr) {
+        return Foreign::Other;
     }
     let block = addr as *mut Block;
     let size = page.block_size();
