@@ -221,14 +221,19 @@ fn fill(heap: &Heap, page: &Page) -> bool {
     pool.page.set(page as *const Page as *mut Page);
     pool.count.set(count);
     pool.cursor.set(0);
+    count_pooled(i64::from(count), page.block_size());
+    true
+}
+
+/// Adds `blocks` of `size` bytes to the statistics' pooled counts (takes
+/// them away when negative: the counters wrap, and are read as signed).
+fn count_pooled(blocks: i64, size: usize) {
     SHARED_STATS
         .pooled_blocks
-        .fetch_add(u64::from(count), Ordering::Relaxed);
-    SHARED_STATS.pooled_bytes.fetch_add(
-        u64::from(count) * page.block_size() as u64,
-        Ordering::Relaxed,
-    );
-    true
+        .fetch_add(blocks as u64, Ordering::Relaxed);
+    SHARED_STATS
+        .pooled_bytes
+        .fetch_add((blocks * size as i64) as u64, Ordering::Relaxed);
 }
 
 /// Marks the page's free-tagged blocks in the pool, in address order (a
@@ -308,12 +313,7 @@ fn cut(heap: &Heap, need: usize) -> *mut u8 {
         let owner = page.heap.load(Ordering::Relaxed);
         page.heap.store(owner | SLOW_FLAG, Ordering::Relaxed);
     }
-    SHARED_STATS
-        .pooled_blocks
-        .fetch_sub(blocks as u64, Ordering::Relaxed);
-    SHARED_STATS
-        .pooled_bytes
-        .fetch_sub((blocks * size) as u64, Ordering::Relaxed);
+    count_pooled(-(blocks as i64), size);
     SHARED_STATS
         .run_extra_blocks
         .fetch_add(blocks as u64 - 1, Ordering::Relaxed);
@@ -365,14 +365,8 @@ pub fn give_back(heap: &Heap, core: &mut CoreAccess) {
     // SAFETY: the pool's page is a page of this heap (it holds its blocks).
     let page = unsafe { &*page };
     let size = page.block_size();
-    let count = u64::from(pool.count.get());
+    count_pooled(-i64::from(pool.count.get()), size);
     pool.count.set(0);
-    SHARED_STATS
-        .pooled_blocks
-        .fetch_sub(count, Ordering::Relaxed);
-    SHARED_STATS
-        .pooled_bytes
-        .fetch_sub(count * size as u64, Ordering::Relaxed);
     for (w, word) in pool.bits.iter().enumerate() {
         let mut bits = word.get();
         word.set(0);
