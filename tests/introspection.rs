@@ -60,6 +60,33 @@ fn child(name: &str, env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs the scenario `name` in a child process, which must end by SIGABRT;
+/// returns its stderr.
+fn child_aborts(name: &str) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new(exe)
+        .args(["--exact", "scenario", "--nocapture", "--test-threads=1"])
+        .env("TEST_SCENARIO", name)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "scenario {name}: {stderr}"
+    );
+    stderr
+}
+
+/// `count` blocks of 96 bytes; the first page they fill is full (every block
+/// live). Returns them, and the address of that page.
+fn fill_a_page(count: usize) -> (Vec<*mut c_void>, usize) {
+    let blocks: Vec<*mut c_void> = (0..count).map(|_| touched(96)).collect();
+    let page = blocks[0] as usize & !0xffff;
+    (blocks, page)
+}
+
 const LIVE_SMALL: usize = 300;
 const SMALL_SIZE: usize = 48;
 
@@ -715,6 +742,49 @@ fn scenario() {
                 free_sized(p, 256);
             }
         },
+        Ok("full_page_frees") => unsafe {
+            // All but one block of a full page freed (the owner's frees
+            // into a page out of its queue): once the current page is full,
+            // the next requests are served from it again.
+            let (blocks, page) = fill_a_page(1000);
+            let on_page: Vec<_> = blocks
+                .iter()
+                .copied()
+                .filter(|&p| p as usize & !0xffff == page)
+                .collect();
+            assert!(on_page.len() > 600, "{}", on_page.len());
+            for &p in &on_page[1..] {
+                free(p);
+            }
+            let again: Vec<*mut c_void> = (0..2000).map(|_| touched(96)).collect();
+            let reused = again
+                .iter()
+                .filter(|&&p| p as usize & !0xffff == page)
+                .count();
+            assert_eq!(reused, on_page.len() - 1);
+            let rest = blocks
+                .into_iter()
+                .filter(|&p| p as usize & !0xffff != page || p == on_page[0]);
+            for p in again.into_iter().chain(rest) {
+                free(p);
+            }
+        },
+        Ok("full_page_interior") => unsafe {
+            // A pointer inside a block of a full page: "invalid pointer".
+            let (blocks, _) = fill_a_page(1000);
+            free(blocks[5].cast::<u8>().add(16).cast());
+        },
+        Ok("full_page_double_free") => unsafe {
+            // Another thread frees a block of a full page (it waits for the
+            // owner in the other thread's cache), then the owner frees it
+            // again: "double free".
+            let (blocks, _) = fill_a_page(1000);
+            let block = blocks[5] as usize;
+            std::thread::spawn(move || free(block as *mut c_void))
+                .join()
+                .unwrap();
+            free(block as *mut c_void);
+        },
         Ok("borrow_foreign") => unsafe {
             // This thread frees 64 blocks of 288 bytes that another thread
             // allocated: they wait in its foreign cache for its own
@@ -1016,6 +1086,15 @@ fn an_orphan_trimmed_gives_back_its_pages_tails() {
 #[test]
 fn a_class_out_of_blocks_borrows_idle_ones_of_a_slightly_larger_class() {
     child("borrow", &[]);
+}
+
+#[test]
+fn frees_into_a_full_page_are_checked_and_serve_again() {
+    child("full_page_frees", &[]);
+    let interior = child_aborts("full_page_interior");
+    assert!(interior.contains("free(): invalid pointer"), "{interior}");
+    let double = child_aborts("full_page_double_free");
+    assert!(double.contains("free(): double free"), "{double}");
 }
 
 #[test]

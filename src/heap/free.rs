@@ -7,7 +7,9 @@
 //! own heap; everything else (other threads' blocks, full or emptied pages,
 //! large and huge blocks, errors) goes to `free_checked`.
 
-use crate::backend::page::{Page, PageKind};
+use core::sync::atomic::Ordering;
+
+use crate::backend::page::{FULL_FLAG, Page, PageKind};
 use crate::backend::region_map::{self, Region};
 use crate::backend::segment::Segment;
 use crate::backend::{self, huge};
@@ -62,12 +64,34 @@ pub unsafe fn free(ptr: *mut u8, call: Call) {
 /// page it does own).
 #[inline(never)]
 fn not_mine(addr: usize, page: &Page, heap: *mut Heap, call: Call) {
+    if page.heap.load(Ordering::Relaxed) == heap as usize | FULL_FLAG {
+        return free_into_full_page(addr, page, heap, call);
+    }
     match remote::free_foreign(page, addr, heap, call) {
         Foreign::Sent => {}
         Foreign::DoubleFree => diag::fatal(call, addr, HeapError::DoubleFree),
         Foreign::Overflow => diag::fatal(call, addr, HeapError::Overflow),
         Foreign::Mine | Foreign::Other => free_slow(addr as *mut u8, call),
     }
+}
+
+/// The owner's free into one of its pages that was full (out of its
+/// queue): the fast path's checks, then the page goes back in its queue.
+/// Only the full flag is set, so the page has no run, no given block, and
+/// secure mode is off.
+fn free_into_full_page(addr: usize, page: &Page, heap: *mut Heap, call: Call) {
+    // SAFETY: the page's owner is this thread's heap (its owner word says
+    // so, with only the full flag besides).
+    if unsafe { page.owner_is_block_start(addr) } {
+        let block = addr as *mut Block;
+        // SAFETY: a carved block of a page this thread owns.
+        if !unsafe { (*block).is_tagged_free() } {
+            // SAFETY: as above; the block is live.
+            unsafe { collect::free_to_page(&*heap, page, block, &mut CoreAccess::Take) };
+            return;
+        }
+    }
+    free_slow(addr as *mut u8, call)
 }
 
 #[inline(never)]
