@@ -371,11 +371,16 @@ fn grow(heap: &Heap, class: usize, extendable: *mut Page, core: &mut CoreAccess)
 
 /// A block at most this much larger (in quarters of the size of the class
 /// asked for) may stand in for it.
-const BORROW_QUARTERS: usize = 6;
+const BORROW_QUARTERS: usize = 7;
+/// Pages looked at in the queue of each larger class. A class whose count
+/// swings (random replacement) has free blocks scattered over several
+/// pages, while its current page, in front, is the one it fills: looking
+/// only there, mem_steady kept 4% more memory, fragment 3%, larson 2%.
+const BORROW_PAGES: usize = 4;
 
 /// An idle block of a slightly larger class (freed, so already backed):
-/// from its current page, or from the thread's foreign cache of that
-/// class. A class out of free blocks borrows one instead of carving fresh
+/// from one of the first pages in its queue, or from the thread's foreign
+/// cache of that class. A class out of free blocks borrows one instead of carving fresh
 /// memory. Neighbouring classes then share their idle blocks, and the heap
 /// keeps backed about the most their sum was live at once, not the sum of
 /// each class's own high-water mark (prodcons, threads_churn: the count
@@ -393,11 +398,17 @@ fn borrow_bigger(heap: &Heap, class: usize) -> *mut u8 {
     let limit = (block_size(class) * BORROW_QUARTERS / 4).min(2 * block_size(class - 1));
     let mut bigger = class + 1;
     while bigger < CLASS_COUNT && block_size(bigger) <= limit {
-        let page = heap.queues[bigger].first.get();
-        // SAFETY: queued pages belong to this heap, owned by the caller.
-        if !page.is_null() && page_ops::has_idle_blocks(unsafe { &*page }) {
-            // SAFETY: as above; the page has a free block.
-            return unsafe { page_ops::pop(page) };
+        let mut page = heap.queues[bigger].first.get();
+        let mut looked = 0;
+        while !page.is_null() && looked < BORROW_PAGES {
+            // SAFETY: queued pages belong to this heap, owned by the caller.
+            let p = unsafe { &*page };
+            if page_ops::has_idle_blocks(p) {
+                // SAFETY: as above; the page has a free block.
+                return unsafe { page_ops::pop(page) };
+            }
+            page = p.next.get();
+            looked += 1;
         }
         let block = remote::pop_foreign(heap, bigger);
         if !block.is_null() {
