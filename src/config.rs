@@ -21,8 +21,12 @@ pub const MIN_ALIGN: usize = 16;
 /// Requests up to this size are served from the per-thread direct table.
 pub const SMALL_MAX: usize = 1024;
 /// Requests up to this size are blocks in size-classed pages; above it they
-/// get a span of their own (a "large" block).
-pub const MEDIUM_MAX: usize = 128 * 1024;
+/// get a span of their own (a "large" block). A page holds eight blocks of
+/// its class at least, so a class of 64..128 KiB needed a 0.5..1 MiB page
+/// for its one or two live blocks, and the blocks freed in it stayed
+/// backed; as spans of their own they go back to the core at once and
+/// coalesce (mem_steady: peak RSS -4.6%; at 32 KiB, fragment +3.8%).
+pub const MEDIUM_MAX: usize = 64 * 1024;
 /// Requests above this size are mapped directly ("huge" blocks).
 pub const LARGE_MAX: usize = 2 * 1024 * 1024;
 

@@ -4,7 +4,7 @@
 use crate::config::{MEDIUM_MAX, MIN_ALIGN, SLICE_SIZE, SMALL_MAX};
 
 /// Number of size classes (block sizes 16 ..= MEDIUM_MAX).
-pub const CLASS_COUNT: usize = 88;
+pub const CLASS_COUNT: usize = 80;
 /// Entries of a heap's direct table: one per 16 bytes up to `SMALL_MAX`.
 pub const DIRECT_SLOTS: usize = SMALL_MAX / MIN_ALIGN + 1;
 
