@@ -785,6 +785,27 @@ fn scenario() {
                 .unwrap();
             free(block as *mut c_void);
         },
+        Ok("run_in_full_page") => unsafe {
+            // Runs cut from sparse pages of 64-byte nodes, then more nodes
+            // asked for: the pages the runs were cut from have no free
+            // block left and leave their queue (full). A block start inside
+            // a run is still no block: "invalid pointer".
+            let nodes: Vec<usize> = (0..8192).map(|_| touched(64) as usize).collect();
+            for (i, &p) in nodes.iter().enumerate() {
+                if i % 20 != 0 {
+                    free(p as *mut c_void);
+                }
+            }
+            let runs: Vec<usize> = (0..200).map(|_| touched(600) as usize).collect();
+            assert!(
+                runs.iter()
+                    .all(|&p| malloc_usable_size(p as *mut c_void) == 688),
+                "not runs"
+            );
+            let more: Vec<usize> = (0..8000).map(|_| touched(64) as usize).collect();
+            black_box(&more);
+            free((runs[100] + 48) as *mut c_void);
+        },
         Ok("borrow_behind") => unsafe {
             // Two pages of 416-byte blocks: the first has 120 idle blocks
             // and waits behind the second, whose blocks are all live.
@@ -1124,6 +1145,12 @@ fn frees_into_a_full_page_are_checked_and_serve_again() {
     assert!(interior.contains("free(): invalid pointer"), "{interior}");
     let double = child_aborts("full_page_double_free");
     assert!(double.contains("free(): double free"), "{double}");
+}
+
+#[test]
+fn a_block_start_inside_a_run_of_a_full_page_is_an_invalid_pointer() {
+    let stderr = child_aborts("run_in_full_page");
+    assert!(stderr.contains("free(): invalid pointer"), "{stderr}");
 }
 
 #[test]

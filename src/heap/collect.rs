@@ -4,7 +4,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::backend::page::{FULL_FLAG, Page, PageKind, SLOW_FLAG};
+use crate::backend::page::{FULL_FLAG, Page, PageKind};
 use crate::backend::region_map;
 use crate::backend::segment::Segment;
 use crate::backend::{self, Core};
@@ -88,23 +88,22 @@ pub unsafe fn free_to_page(heap: &Heap, page: &Page, block: *mut Block, core: &m
     }
 }
 
-/// A full page got a block back: requeue it.
+/// A full page got a block back: requeue it. Its other flags stay.
 pub fn unfull(heap: &Heap, page: &Page) {
-    let runs = if page.live_runs.load(Ordering::Relaxed) != 0 {
-        SLOW_FLAG
-    } else {
-        0
-    };
-    page.heap.store(heap.owner_word() | runs, Ordering::Relaxed);
+    let owner = page.heap.load(Ordering::Relaxed);
+    page.heap.store(owner & !FULL_FLAG, Ordering::Relaxed);
     heap.enqueue_back(page.class.get() as usize, page);
 }
 
 /// Takes a page out of its queue because it has no free block left; the
-/// owner's next free into it takes the slow path (`FULL_FLAG`).
+/// owner's next free into it takes the slow path (`FULL_FLAG`). The flags it
+/// has stay: `SLOW_FLAG` says a run lives in it or a block went back to the
+/// OS, and the owner's free into a page with only `FULL_FLAG` checks
+/// neither (`free::free_into_full_page`).
 pub fn mark_full(heap: &Heap, page: &Page) {
     heap.dequeue(page.class.get() as usize, page);
-    page.heap
-        .store(heap.owner_word() | FULL_FLAG, Ordering::Relaxed);
+    let owner = page.heap.load(Ordering::Relaxed);
+    page.heap.store(owner | FULL_FLAG, Ordering::Relaxed);
 }
 
 /// All blocks of the page are free and it is not its class's current page

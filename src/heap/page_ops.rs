@@ -4,7 +4,7 @@
 use core::sync::atomic::Ordering;
 
 use crate::backend;
-use crate::backend::page::{Page, PageKind};
+use crate::backend::page::{Page, PageKind, SLOW_FLAG};
 use crate::backend::segment::Segment;
 use crate::config::{CHECKS, SEGMENT_SHIFT, SLICE_SIZE};
 use crate::diag::{self, Call, HeapError};
@@ -152,7 +152,13 @@ pub fn reclaim_given(page: &Page, heap: &Heap) {
     unsafe { (*block).set_free(page.free.get()) };
     page.free.set(block);
     if rest == 0 {
-        page.heap.store(heap.owner_word(), Ordering::Relaxed);
+        // A live run keeps the flag (see `runs`).
+        let runs = if page.live_runs.load(Ordering::Relaxed) != 0 {
+            SLOW_FLAG
+        } else {
+            0
+        };
+        page.heap.store(heap.owner_word() | runs, Ordering::Relaxed);
     }
 }
 
