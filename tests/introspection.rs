@@ -512,10 +512,10 @@ fn scenario() {
         Ok("runs") => unsafe {
             // Nineteen in twenty of 8192 nodes of 64 bytes are freed, so
             // their pages are sparse; 600-byte blocks (of the 640-byte
-            // class) are then cut from the freed nodes (runs of eleven: 688
-            // bytes usable after a 16-byte header)
+            // class) are then cut from the freed nodes (runs of ten, sized
+            // by the request: 624 bytes usable after a 16-byte header)
             // instead of from new pages. Runs never cover a live node, are
-            // counted as one block of 704 bytes, and are freed (from any
+            // counted as one block of 640 bytes, and are freed (from any
             // thread, by realloc, by free_sized) like any other block; a
             // second free is a double free.
             const NODE: usize = 64;
@@ -561,10 +561,10 @@ fn scenario() {
             let mut runs: Vec<usize> = Vec::with_capacity(RUNS);
             let before = mallinfo2().uordblks;
             runs.extend((0..RUNS).map(|_| malloc(SIZE) as usize));
-            assert_eq!(mallinfo2().uordblks - before, RUNS * 704);
+            assert_eq!(mallinfo2().uordblks - before, RUNS * 640);
             for &p in &runs {
-                assert_eq!(malloc_usable_size(p as *mut c_void), 688, "not a run");
-                let (from, to) = (p - 16, p + 688);
+                assert_eq!(malloc_usable_size(p as *mut c_void), 624, "not a run");
+                let (from, to) = (p - 16, p + 624);
                 for &i in &kept {
                     let node = nodes[i];
                     assert!(
@@ -572,12 +572,12 @@ fn scenario() {
                         "a run covers a live node"
                     );
                 }
-                std::ptr::write_bytes(p as *mut u8, 0xa5, 688);
+                std::ptr::write_bytes(p as *mut u8, 0xa5, 624);
             }
             go.send(()).unwrap();
             let again = holder.join().unwrap();
             for &p in &runs {
-                let run = std::slice::from_raw_parts(p as *const u8, 688);
+                let run = std::slice::from_raw_parts(p as *const u8, 624);
                 assert!(run.iter().all(|&b| b == 0xa5), "a run covers a held node");
             }
             for &p in &again {
@@ -592,13 +592,28 @@ fn scenario() {
                     "a live node changed"
                 );
             }
+            // calloc clears a block of the size of its class: its run is
+            // cut for the class (eleven blocks, 688 bytes usable), and the
+            // class's 640 bytes are zero.
+            let cleared = libc::calloc(1, SIZE).cast::<u8>();
+            assert_eq!(
+                malloc_usable_size(cleared.cast()),
+                688,
+                "not a class-sized run"
+            );
+            assert!(
+                std::slice::from_raw_parts(cleared, 640)
+                    .iter()
+                    .all(|&b| b == 0)
+            );
+            free(cleared.cast());
             // A block start inside a run, or its header, is no block.
             for inside in [runs[5] + 48, runs[5] + 48 + 5 * 64, runs[5] - 16] {
                 assert_eq!(cma_checked_free(inside as *mut c_void), 3, "inside a run");
             }
             let grown = libc::realloc(runs[0] as *mut c_void, 2000).cast::<u8>();
             assert!(
-                std::slice::from_raw_parts(grown, 688)
+                std::slice::from_raw_parts(grown, 624)
                     .iter()
                     .all(|&b| b == 0xa5)
             );
@@ -626,7 +641,7 @@ fn scenario() {
             }
             assert_eq!(
                 mallinfo2().uordblks,
-                with_runs - RUNS * 704,
+                with_runs - RUNS * 640,
                 "freed runs still counted"
             );
             for &i in &kept {
@@ -799,7 +814,7 @@ fn scenario() {
             let runs: Vec<usize> = (0..200).map(|_| touched(600) as usize).collect();
             assert!(
                 runs.iter()
-                    .all(|&p| malloc_usable_size(p as *mut c_void) == 688),
+                    .all(|&p| malloc_usable_size(p as *mut c_void) == 624),
                 "not runs"
             );
             let more: Vec<usize> = (0..8000).map(|_| touched(64) as usize).collect();

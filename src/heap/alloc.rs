@@ -95,7 +95,10 @@ pub fn allocate(size: usize, align: usize, zero: bool) -> *mut u8 {
             if zero {
                 heap.fresh_block.set(0);
             }
-            let block = alloc_in_class(heap, class, borrow, &mut CoreAccess::Take);
+            // calloc clears the whole class block: a stand-in must have
+            // room for it.
+            let stand_in = borrow.then_some(if zero { block_size(class) } else { size });
+            let block = alloc_in_class(heap, class, stand_in, &mut CoreAccess::Take);
             let fresh = zero && !block.is_null() && block as usize == heap.fresh_block.get();
             Block::class(block, block_size(class), fresh)
         }
@@ -115,7 +118,7 @@ fn allocate_through_core(size: usize, align: usize, zero: bool) -> *mut u8 {
         Route::Class(class, _) => {
             let mut core = backend::lock();
             let heap = thread::core_heap();
-            let block = alloc_in_class(heap, class, false, &mut CoreAccess::Held(&mut core));
+            let block = alloc_in_class(heap, class, None, &mut CoreAccess::Held(&mut core));
             Block::new(block, block_size(class), false)
         }
         Route::Large => alloc_large(size, align),
@@ -233,8 +236,15 @@ impl Block {
 }
 
 /// A block of `class` from `heap`: the current page first, then the
-/// thread's foreign cache, else the slow path.
-pub fn alloc_in_class(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mut u8 {
+/// thread's foreign cache, else the slow path. With `stand_in`, the bytes
+/// the caller needs, a block of a larger class or a run may stand in for
+/// one of `class` (see `refill`).
+pub fn alloc_in_class(
+    heap: &Heap,
+    class: usize,
+    stand_in: Option<usize>,
+    core: &mut CoreAccess,
+) -> *mut u8 {
     let page = heap.queues[class].first.get();
     if !page.is_null() {
         // SAFETY: queued pages belong to this heap, owned by the caller.
@@ -247,18 +257,18 @@ pub fn alloc_in_class(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAc
     if !block.is_null() {
         return block;
     }
-    refill(heap, class, borrow, core)
+    refill(heap, class, stand_in, core)
 }
 
 /// A block for a request of `class` once its current page and foreign
 /// cache are out: first from the blocks other threads gave back, then from
-/// a queued page with free blocks (taking full ones out), then (when
-/// `borrow`) an idle block of a slightly larger class, then (when
-/// `borrow`, for a medium class) a run of free blocks of a sparse small
-/// page, then from a queued page carved further, then from a fresh page.
-/// Null when out of memory.
+/// a queued page with free blocks (taking full ones out), then (with
+/// `stand_in`) an idle block of a slightly larger class, then (with
+/// `stand_in`, for a medium class) a run of free blocks of a sparse small
+/// page, long enough for the `stand_in` bytes, then from a queued page
+/// carved further, then from a fresh page. Null when out of memory.
 #[cold]
-fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mut u8 {
+fn refill(heap: &Heap, class: usize, stand_in: Option<usize>, core: &mut CoreAccess) -> *mut u8 {
     remote::flush_all(heap);
     if let Err(block) = collect::collect_inbox(heap, core) {
         corrupted_inbox(block);
@@ -266,13 +276,13 @@ fn refill(heap: &Heap, class: usize, borrow: bool, core: &mut CoreAccess) -> *mu
     let page = match page_with_free_block(heap, class) {
         Ok(page) => page,
         Err(extendable) => {
-            if borrow {
+            if let Some(bytes) = stand_in {
                 let block = borrow_bigger(heap, class);
                 if !block.is_null() {
                     return block;
                 }
                 if runs::serves(class) {
-                    let run = runs::take(heap, class, core);
+                    let run = runs::take(heap, class, bytes, core);
                     if !run.is_null() {
                         return run;
                     }
