@@ -390,12 +390,12 @@ const BORROW_PAGES: usize = 4;
 
 /// An idle block of a slightly larger class (freed, so already backed):
 /// from one of the first pages in its queue, or from the thread's foreign
-/// cache of that class. A class out of free blocks borrows one instead of carving fresh
-/// memory. Neighbouring classes then share their idle blocks, and the heap
-/// keeps backed about the most their sum was live at once, not the sum of
-/// each class's own high-water mark (prodcons, threads_churn: the count
-/// live in each class swings, and each class's swings up would otherwise
-/// each keep their own memory). Not in secure mode (the canary sits at
+/// cache of that class. A class out of free blocks borrows one instead of
+/// carving fresh memory. Neighbouring classes then share their idle
+/// blocks, and the heap keeps backed about the most their sum was live at
+/// once, not the sum of each class's own high-water mark (prodcons,
+/// threads_churn: the count live in each class swings, and each class's
+/// swings up would otherwise each keep their own memory). Not in secure mode (the canary sits at
 /// the end of the block of the class asked for).
 fn borrow_bigger(heap: &Heap, class: usize) -> *mut u8 {
     if secure::enabled() || class == 0 {

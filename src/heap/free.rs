@@ -4,8 +4,10 @@
 //! the page descriptor (out of line, in the segment header) says it is the
 //! start of a carved block, and the block is not already tagged free. The
 //! fast path does exactly these checks for a block of the calling thread's
-//! own heap; everything else (other threads' blocks, full or emptied pages,
-//! large and huge blocks, errors) goes to `free_checked`.
+//! own heap, and `free_into_full_page` the same for one of its full pages;
+//! other threads' blocks go to their owner (`remote`); everything else
+//! (pages with runs or given blocks, secure mode, large and huge blocks,
+//! errors) goes to `free_checked`.
 
 use core::sync::atomic::Ordering;
 
