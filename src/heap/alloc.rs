@@ -314,7 +314,7 @@ fn page_with_free_block(heap: &Heap, class: usize) -> Result<*mut Page, *mut Pag
             return Ok(page);
         }
         if p.given.load(Ordering::Relaxed) != 0 {
-            page_ops::reclaim_given(p, heap);
+            page_ops::reclaim_given(p);
             heap.make_current(class, p);
             return Ok(page);
         }
@@ -395,8 +395,8 @@ const BORROW_PAGES: usize = 4;
 /// blocks, and the heap keeps backed about the most their sum was live at
 /// once, not the sum of each class's own high-water mark (prodcons,
 /// threads_churn: the count live in each class swings, and each class's
-/// swings up would otherwise each keep their own memory). Not in secure mode (the canary sits at
-/// the end of the block of the class asked for).
+/// swings up would otherwise each keep their own memory). Not in secure
+/// mode (the canary sits at the end of the block of the class asked for).
 fn borrow_bigger(heap: &Heap, class: usize) -> *mut u8 {
     if secure::enabled() || class == 0 {
         return ptr::null_mut();

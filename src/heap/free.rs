@@ -20,6 +20,7 @@ use crate::diag::{self, Call, HeapError};
 use crate::heap::block::Block;
 use crate::heap::collect::{self, CoreAccess};
 use crate::heap::heap::Heap;
+use crate::heap::page_ops;
 use crate::heap::remote::{self, Foreign};
 use crate::heap::runs;
 use crate::heap::secure;
@@ -214,7 +215,7 @@ fn free_small(page: &Page, addr: usize, call: Call) -> Result<(), HeapError> {
             }
             // SAFETY: the calling thread's heap owns the page.
             let heap = unsafe { &*tls::heap() };
-            runs::settle_flag(page);
+            page_ops::settle_slow_flag(page);
             // SAFETY: a live carved block of a page this thread's heap owns.
             unsafe { collect::free_to_page(heap, page, block, &mut CoreAccess::Take) };
             Ok(())

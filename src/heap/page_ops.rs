@@ -140,9 +140,10 @@ pub fn init_small(page: &Page, heap: &Heap, class: usize, zero: bool) {
 
 /// Puts the lowest of the page's given blocks (`interiors`: its memory went
 /// back to the OS) on its free list again, linked and tagged afresh. Once
-/// none is left, the owner's frees take the fast path again. The caller
-/// owns the page, which has no other free block.
-pub fn reclaim_given(page: &Page, heap: &Heap) {
+/// none is left (and no run lives in the page), the owner's frees take the
+/// fast path again. The caller owns the page, which has no other free
+/// block.
+pub fn reclaim_given(page: &Page) {
     let given = page.given.load(Ordering::Relaxed);
     let index = given.trailing_zeros() as usize;
     let block = (page.start() + index * page.block_size()) as *mut Block;
@@ -152,13 +153,21 @@ pub fn reclaim_given(page: &Page, heap: &Heap) {
     unsafe { (*block).set_free(page.free.get()) };
     page.free.set(block);
     if rest == 0 {
-        // A live run keeps the flag (see `runs`).
-        let runs = if page.live_runs.load(Ordering::Relaxed) != 0 {
-            SLOW_FLAG
-        } else {
-            0
-        };
-        page.heap.store(heap.owner_word() | runs, Ordering::Relaxed);
+        settle_slow_flag(page);
+    }
+}
+
+/// The owner takes `SLOW_FLAG` off the page's owner word once nothing
+/// keeps it there: a live run (see `runs`), a given block (see
+/// `interiors`), secure mode. Its other flags stay.
+pub fn settle_slow_flag(page: &Page) {
+    let owner = page.heap.load(Ordering::Relaxed);
+    if owner & SLOW_FLAG != 0
+        && page.live_runs.load(Ordering::Relaxed) == 0
+        && page.given.load(Ordering::Relaxed) == 0
+        && !settings::secure()
+    {
+        page.heap.store(owner & !SLOW_FLAG, Ordering::Relaxed);
     }
 }
 

@@ -456,22 +456,6 @@ unsafe fn read_header(header: usize) -> (bool, usize) {
     }
 }
 
-/// The owner, on a checked free into `page`: takes `SLOW_FLAG` off once no
-/// run is live (outside secure mode, and with no given blocks, which keep
-/// it too).
-pub fn settle_flag(page: &Page) {
-    let owner = page.heap.load(Ordering::Relaxed);
-    if owner & SLOW_FLAG != 0
-        && page.live_runs.load(Ordering::Relaxed) == 0
-        && page.given.load(Ordering::Relaxed) == 0
-        && page.block_size() >= SOURCE_MIN
-        && page.block_size() <= SOURCE_MAX
-        && !secure::enabled()
-    {
-        page.heap.store(owner & !SLOW_FLAG, Ordering::Relaxed);
-    }
-}
-
 /// The caller's bytes in a run of `blocks` blocks of `page`.
 pub fn usable(page: &Page, blocks: usize) -> usize {
     blocks * page.block_size() - HEADER
