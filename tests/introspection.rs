@@ -41,9 +41,9 @@ unsafe extern "C" {
 
 const CMA_ERROR_DOUBLE_FREE: i32 = 4;
 
-/// Runs the scenario `name` in a child process with `env` set; returns its
-/// stderr (and asserts it succeeded).
-fn child(name: &str, env: &[(&str, &str)]) -> String {
+/// Runs the scenario `name` in a child process with `env` set; returns how
+/// it ended, and its stderr.
+fn run_scenario(name: &str, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let exe = std::env::current_exe().unwrap();
     let mut cmd = Command::new(exe);
     cmd.args(["--exact", "scenario", "--nocapture", "--test-threads=1"])
@@ -52,27 +52,27 @@ fn child(name: &str, env: &[(&str, &str)]) -> String {
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "scenario {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the scenario `name` in a child process with `env` set; returns its
+/// stderr (and asserts it succeeded).
+fn child(name: &str, env: &[(&str, &str)]) -> String {
+    let (status, stderr) = run_scenario(name, env);
+    assert!(status.success(), "scenario {name} failed: {stderr}");
+    stderr
 }
 
 /// Runs the scenario `name` in a child process, which must end by SIGABRT;
 /// returns its stderr.
 fn child_aborts(name: &str) -> String {
     use std::os::unix::process::ExitStatusExt;
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args(["--exact", "scenario", "--nocapture", "--test-threads=1"])
-        .env("TEST_SCENARIO", name)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (status, stderr) = run_scenario(name, &[]);
     assert_eq!(
-        out.status.signal(),
+        status.signal(),
         Some(libc::SIGABRT),
         "scenario {name}: {stderr}"
     );
