@@ -79,11 +79,16 @@ fn child_aborts(name: &str) -> String {
     stderr
 }
 
+/// The 64 KiB slice `p` lies in: the page of a block of at most 8 KiB.
+fn page_of(p: *mut c_void) -> usize {
+    p as usize & !0xffff
+}
+
 /// `count` blocks of 96 bytes; the first page they fill is full (every block
 /// live). Returns them, and the address of that page.
 fn fill_a_page(count: usize) -> (Vec<*mut c_void>, usize) {
     let blocks: Vec<*mut c_void> = (0..count).map(|_| touched(96)).collect();
-    let page = blocks[0] as usize & !0xffff;
+    let page = page_of(blocks[0]);
     (blocks, page)
 }
 
@@ -765,21 +770,18 @@ fn scenario() {
             let on_page: Vec<_> = blocks
                 .iter()
                 .copied()
-                .filter(|&p| p as usize & !0xffff == page)
+                .filter(|&p| page_of(p) == page)
                 .collect();
             assert!(on_page.len() > 600, "{}", on_page.len());
             for &p in &on_page[1..] {
                 free(p);
             }
             let again: Vec<*mut c_void> = (0..2000).map(|_| touched(96)).collect();
-            let reused = again
-                .iter()
-                .filter(|&&p| p as usize & !0xffff == page)
-                .count();
+            let reused = again.iter().filter(|&&p| page_of(p) == page).count();
             assert_eq!(reused, on_page.len() - 1);
             let rest = blocks
                 .into_iter()
-                .filter(|&p| p as usize & !0xffff != page || p == on_page[0]);
+                .filter(|&p| page_of(p) != page || p == on_page[0]);
             for p in again.into_iter().chain(rest) {
                 free(p);
             }
@@ -827,7 +829,6 @@ fn scenario() {
             // Requests of 352 bytes take the idle ones from behind. (Sizes
             // the test's own vectors never ask for.)
             let blocks: Vec<*mut c_void> = (0..300).map(|_| touched(416)).collect();
-            let page_of = |p: *mut c_void| p as usize & !0xffff;
             let first = page_of(blocks[0]);
             let (idle, live): (Vec<_>, Vec<_>) = blocks.iter().partition(|&&p| page_of(p) == first);
             assert!(
