@@ -3,7 +3,7 @@
 //! of any address in a segment is found by address arithmetic alone.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::backend::page::{NO_OWNER, Page, PageKind};
 use crate::backend::region_map::{self, Region};
@@ -18,20 +18,21 @@ pub fn init_secret(secret: usize) {
     SECRET.store(secret, Ordering::Relaxed);
 }
 
+/// One descriptor per slice. Descriptor 0 stands for the header slice
+/// itself: a span of kind `None`, so an address in the header is nobody's
+/// block. Its block fields are never used, and hold the segment's own:
+/// the cookie (`address ^ secret`, in `check_magic`, checked whenever a
+/// pointer is located in the segment) and the core's list of segments
+/// (`next`, `prev`, under the core lock). The header is exactly two OS
+/// pages: a third, for these few words alone, would be backed in every
+/// segment.
 #[repr(C)]
 pub struct Segment {
-    /// One descriptor per slice; descriptor 0 (the header itself) is unused.
     pub pages: [Page; SLICES_PER_SEGMENT],
-    /// `address ^ secret`: checked whenever the core takes a segment back.
-    pub cookie: AtomicUsize,
-    /// The core's list of all segments.
-    pub next: AtomicPtr<Segment>,
-    pub prev: AtomicPtr<Segment>,
-    /// Slices currently in free spans.
-    pub free_slices: AtomicUsize,
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= SLICE_SIZE);
+const _: () = assert!(core::mem::size_of::<Segment>() == 2 * crate::config::OS_PAGE_SIZE);
 const _: () = assert!(core::mem::offset_of!(Segment, pages) == 0);
 
 /// Applies the CMA_THP setting to a fresh mapping.
@@ -84,8 +85,8 @@ impl Segment {
         // SAFETY: zeroed memory is a valid `Segment` (atomics, cells, raw
         // pointers, integers); nobody else sees it yet.
         let seg = unsafe { &*segment };
-        seg.cookie.store(
-            base as usize ^ SECRET.load(Ordering::Relaxed),
+        seg.cookie().store(
+            (base as usize ^ SECRET.load(Ordering::Relaxed)) as u64,
             Ordering::Relaxed,
         );
         for page in seg.pages.iter() {
@@ -107,7 +108,59 @@ impl Segment {
 
     /// True when the cookie matches (the header was not overwritten).
     pub fn cookie_ok(&self) -> bool {
-        self.cookie.load(Ordering::Relaxed)
-            == self as *const Segment as usize ^ SECRET.load(Ordering::Relaxed)
+        self.cookie().load(Ordering::Relaxed)
+            == (self as *const Segment as usize ^ SECRET.load(Ordering::Relaxed)) as u64
+    }
+
+    fn cookie(&self) -> &AtomicU64 {
+        &self.pages[0].check_magic
+    }
+
+    /// The next segment in the core's list (under the core lock).
+    pub fn next(&self) -> *mut Segment {
+        self.pages[0].next.get().cast()
+    }
+
+    pub fn set_next(&self, next: *mut Segment) {
+        self.pages[0].next.set(next.cast());
+    }
+
+    /// The previous segment in the core's list (under the core lock).
+    pub fn prev(&self) -> *mut Segment {
+        self.pages[0].prev.get().cast()
+    }
+
+    pub fn set_prev(&self, prev: *mut Segment) {
+        self.pages[0].prev.set(prev.cast());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diag::HeapError;
+    use crate::heap::free::locate;
+
+    /// The cookie lives in the header's own descriptor (the header is two
+    /// OS pages, not three), and an overwritten cookie is still reported:
+    /// an address in the segment is then located as corrupted metadata,
+    /// not as a plain invalid pointer. (A segment of its own, never linked
+    /// into the core, so no other test meets it smashed.)
+    #[test]
+    fn a_smashed_cookie_is_corrupted_metadata() {
+        let segment = Segment::create();
+        assert!(!segment.is_null());
+        // SAFETY: created above, mapped, ours alone until destroyed.
+        let seg = unsafe { &*segment };
+        let inside = segment as usize + 3 * SLICE_SIZE + 64;
+        assert!(seg.cookie_ok());
+        assert!(matches!(locate(inside), Err(HeapError::InvalidPointer)));
+        let cookie = seg.cookie().load(Ordering::Relaxed);
+        seg.cookie().store(cookie ^ 1, Ordering::Relaxed);
+        assert!(!seg.cookie_ok());
+        assert!(matches!(locate(inside), Err(HeapError::Corrupted)));
+        seg.cookie().store(cookie, Ordering::Relaxed);
+        assert!(matches!(locate(inside), Err(HeapError::InvalidPointer)));
+        Segment::destroy(segment);
     }
 }

@@ -192,7 +192,7 @@ impl Spans {
         while !segment.is_null() {
             visit(segment);
             // SAFETY: segments in the list are mapped until unlinked under the lock.
-            segment = unsafe { (*segment).next.load(Ordering::Relaxed) };
+            segment = unsafe { (*segment).next() };
         }
     }
 
@@ -217,7 +217,7 @@ impl Spans {
             }
             // SAFETY: listed segments are mapped; read `next` before a
             // possible unmap of this one.
-            let next = unsafe { (*segment).next.load(Ordering::Relaxed) };
+            let next = unsafe { (*segment).next() };
             // SAFETY: as above.
             let pages = unsafe { &(*segment).pages };
             let mut index = FIRST_USABLE_SLICE;
@@ -468,10 +468,10 @@ impl Spans {
         }
         // SAFETY: freshly created, exclusively ours.
         let seg = unsafe { &*segment };
-        seg.next.store(self.segments, Ordering::Relaxed);
+        seg.set_next(self.segments);
         if !self.segments.is_null() {
             // SAFETY: listed segments are mapped.
-            unsafe { (*self.segments).prev.store(segment, Ordering::Relaxed) };
+            unsafe { (*self.segments).set_prev(segment) };
         }
         self.segments = segment;
         self.segment_count += 1;
@@ -489,19 +489,16 @@ impl Spans {
         self.unbin_free(span);
         // SAFETY: listed, mapped segment; we hold the core lock.
         let seg = unsafe { &*segment };
-        let (prev, next) = (
-            seg.prev.load(Ordering::Relaxed),
-            seg.next.load(Ordering::Relaxed),
-        );
+        let (prev, next) = (seg.prev(), seg.next());
         if prev.is_null() {
             self.segments = next;
         } else {
             // SAFETY: listed segment.
-            unsafe { (*prev).next.store(next, Ordering::Relaxed) };
+            unsafe { (*prev).set_next(next) };
         }
         if !next.is_null() {
             // SAFETY: listed segment.
-            unsafe { (*next).prev.store(prev, Ordering::Relaxed) };
+            unsafe { (*next).set_prev(prev) };
         }
         self.segment_count -= 1;
         Segment::destroy(segment);
