@@ -98,9 +98,7 @@ impl RunPool {
             pause: Owned::new(0),
         }
     }
-}
 
-impl RunPool {
     /// Marks block `index` pooled; false when it already was.
     fn mark(&self, index: usize) -> bool {
         let word = &self.bits[index / 64];
