@@ -43,7 +43,7 @@ pub fn give_back(heap: &Heap) -> usize {
         if secure::enabled() {
             give_back_insides(p, &mut batch);
         } else {
-            give_back_whole(heap, p, &mut batch);
+            give_back_whole(p, &mut batch);
         }
     });
     batch.flush();
@@ -56,9 +56,10 @@ pub fn give_back(heap: &Heap) -> usize {
 /// neighbours). The blocks are marked in `Page::given`; `page_ops::
 /// reclaim_given` hands them out again, one at a time, when the page has
 /// no other free block. While any is marked, every free of the page's
-/// blocks takes the checked path (`SLOW_FLAG`), where a free of a given
-/// block is a double free.
-fn give_back_whole(heap: &Heap, page: &Page, batch: &mut DecommitBatch) {
+/// blocks takes the checked path (`SLOW_FLAG`, added to the owner word
+/// like `collect::mark_full` adds its flag), where a free of a given block
+/// is a double free.
+fn give_back_whole(page: &Page, batch: &mut DecommitBatch) {
     let Some(listed) = free_list_blocks(page) else {
         return;
     };
@@ -81,8 +82,8 @@ fn give_back_whole(heap: &Heap, page: &Page, batch: &mut DecommitBatch) {
     }
     page.given.store(given, Ordering::Relaxed);
     page.free.set(core::ptr::null_mut());
-    page.heap
-        .store(heap.owner_word() | SLOW_FLAG, Ordering::Relaxed);
+    let owner = page.heap.load(Ordering::Relaxed);
+    page.heap.store(owner | SLOW_FLAG, Ordering::Relaxed);
 }
 
 /// The blocks on the page's free list, one bit per block index; None on a
