@@ -112,8 +112,9 @@ impl Core {
         self.give_back_page_span(page, true);
     }
 
-    /// Gives a page's span back with its memory given back to the OS
-    /// first, so the core counts it clean (not waiting for a purge).
+    /// Gives back a page's span whose memory the caller has already given
+    /// back to the OS, so the core counts it clean (not waiting for a
+    /// purge).
     pub fn free_page_span_decommitted(&mut self, page: &Page) {
         self.give_back_page_span(page, false);
     }
@@ -123,8 +124,6 @@ impl Core {
         guard::disarm(page);
         if backed {
             guard::scrub(page);
-        } else {
-            crate::os::mmap::decommit(page.start() as *mut u8, bytes);
         }
         self.held_bytes -= bytes;
         self.spans.free(page, now_ms(), backed);
