@@ -135,6 +135,14 @@ fn resident_pages(from: usize, to: usize) -> usize {
     map.iter().filter(|&&m| m & 1 != 0).count()
 }
 
+/// The CPUs in this process's affinity mask (what CMA counts).
+fn affinity_cpus() -> usize {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut set) }, 0);
+    unsafe { libc::CPU_COUNT(&set) as usize }
+}
+
 /// The whole OS pages inside a block of `size` bytes at `block` after the
 /// one holding its first words (what a trim gives back of a free block):
 /// how many are resident, and how many there are.
@@ -874,6 +882,65 @@ fn scenario() {
                 free_sized(p, 256);
             }
         },
+        Ok("burst_exit") => unsafe {
+            // More threads than the CPUs plus the four warm orphans, alive
+            // at once, each with 32 blocks of 20 KiB written and all but
+            // every eighth freed, then ending one at a time. While the
+            // other threads' heaps and the warm orphans are more than the
+            // CPUs plus four, an ending thread's heap does not wait warm:
+            // the inside of its freed blocks goes back at its exit. So the
+            // first three to end give theirs back (more heaps are alive
+            // than the workers: this thread's, maybe the harness's), four
+            // later ones keep theirs warm, one after the other, and those
+            // after them give theirs back again.
+            const SIZE: usize = 20 * 1024;
+            let threads = affinity_cpus() + 8;
+            let turn = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+            let workers: Vec<_> = (0..threads)
+                .map(|id| {
+                    let (turn, barrier) = (turn.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        let blocks: Vec<usize> = (0..32).map(|_| touched(SIZE) as usize).collect();
+                        for (i, &p) in blocks.iter().enumerate() {
+                            if i % 8 != 0 {
+                                free(p as *mut c_void);
+                            }
+                        }
+                        barrier.wait();
+                        while turn.load(std::sync::atomic::Ordering::Acquire) != id {
+                            std::thread::yield_now();
+                        }
+                        blocks
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let mut warm = Vec::new();
+            for (id, worker) in workers.into_iter().enumerate() {
+                turn.store(id, std::sync::atomic::Ordering::Release);
+                let blocks = worker.join().unwrap();
+                let freed = || blocks.iter().enumerate().filter(|(i, _)| i % 8 != 0);
+                let (resident, pages) = freed()
+                    .map(|(_, &p)| inner_pages(p, SIZE))
+                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                assert!(
+                    resident == 0 || resident == pages,
+                    "thread {id}: {resident} of {pages} OS pages inside its freed blocks resident"
+                );
+                if resident == pages {
+                    warm.push(id);
+                }
+                for (i, &p) in blocks.iter().enumerate() {
+                    if i % 8 == 0 {
+                        free(p as *mut c_void);
+                    }
+                }
+            }
+            assert_eq!(warm.len(), 4, "threads whose heaps waited warm: {warm:?}");
+            assert!(warm[0] >= 3, "the first to end kept theirs: {warm:?}");
+            assert_eq!(warm[3] - warm[0], 3, "warm ones not in a row: {warm:?}");
+        },
         Ok("exit_gives_back") => {
             // Six threads, alive at once, each with one page in each of 40
             // classes, all emptied; then they exit. Four heaps wait, warm,
@@ -1177,6 +1244,17 @@ fn a_class_out_of_blocks_borrows_from_a_page_behind_the_current_one() {
 #[test]
 fn a_class_out_of_blocks_borrows_from_the_foreign_cache_of_a_larger_class() {
     child("borrow_foreign", &[]);
+}
+
+#[test]
+fn threads_beyond_the_cpus_do_not_wait_warm_at_exit() {
+    child(
+        "burst_exit",
+        &[
+            ("CMA_BACKGROUND_PURGE", "0"),
+            ("CMA_PURGE_DELAY_MS", "100000"),
+        ],
+    );
 }
 
 #[test]

@@ -24,6 +24,8 @@ pub struct Registry {
     orphan_count: usize,
     /// Orphans that still hold their pages (`Heap::trimmed` false).
     warm_count: usize,
+    /// Heaps owned by live threads.
+    live_count: usize,
     arena_next: usize,
     arena_end: usize,
 }
@@ -38,6 +40,7 @@ impl Registry {
             orphans_tail: ptr::null_mut(),
             orphan_count: 0,
             warm_count: 0,
+            live_count: 0,
             arena_next: 0,
             arena_end: 0,
         }
@@ -63,6 +66,7 @@ impl Registry {
         }
         let heap = self.carve();
         if !heap.is_null() {
+            self.live_count += 1;
             // SAFETY: `carve` returns an initialised heap that is never unmapped.
             register(unsafe { &*heap });
         }
@@ -86,6 +90,7 @@ impl Registry {
     /// Hands an unlinked orphan to a new thread.
     fn adopt(&mut self, h: &Heap) {
         self.orphan_count -= 1;
+        self.live_count += 1;
         if !h.trimmed.load(Ordering::Relaxed) {
             self.warm_count -= 1;
         }
@@ -107,6 +112,7 @@ impl Registry {
         h.trimmed.store(!warm, Ordering::Relaxed);
         h.interiors.store(INTERIORS_PENDING, Ordering::Relaxed);
         self.warm_count += usize::from(warm);
+        self.live_count -= 1;
         if warm || self.orphans.is_null() {
             h.orphan_next.store(self.orphans, Ordering::Relaxed);
             self.orphans = heap;
@@ -136,6 +142,11 @@ impl Registry {
         self.warm_count
     }
 
+    /// Heaps owned by live threads.
+    pub fn live_count(&self) -> usize {
+        self.live_count
+    }
+
     /// Records that an orphan's free memory went back to the core.
     pub fn mark_trimmed(&mut self, h: &Heap) {
         if !h.trimmed.swap(true, Ordering::Relaxed) {
@@ -151,13 +162,19 @@ impl Registry {
     /// In a forked child: every heap still owned by a thread other than the
     /// forking one (`keep`) is lost, since those threads do not exist here.
     pub fn lose_other_threads_heaps(&mut self, keep: *mut Heap) {
+        let mut live = 0;
         for_each_heap(|heap| {
             // SAFETY: registered heaps are never unmapped.
             let h = unsafe { &*heap };
-            if heap != keep && h.state() == HeapState::Live {
-                h.set_state(HeapState::Lost);
+            if h.state() == HeapState::Live {
+                if heap == keep {
+                    live += 1;
+                } else {
+                    h.set_state(HeapState::Lost);
+                }
             }
         });
+        self.live_count = live;
     }
 
     /// A zeroed heap from the arena.

@@ -2,6 +2,7 @@
 //! randomness and raw writes to stderr. Nothing here allocates.
 
 pub mod clock;
+pub mod cpus;
 pub mod decommit_batch;
 pub mod env;
 pub mod errno;
