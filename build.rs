@@ -35,6 +35,10 @@ fn main() {
     // installs libcma.so.0.1.0 with the libcma.so.0 and libcma.so links).
     let major = env::var("CARGO_PKG_VERSION_MAJOR").expect("version");
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libcma.so.{major}");
+    // Code starts on a page of its own, so its 59 KB take 15 OS pages, not
+    // 16 across a boundary: every process maps the whole code segment
+    // (fault-around), and a page less of it is 4 KiB less resident.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,separate-code");
 
     generate_header(&crate_dir);
 }
