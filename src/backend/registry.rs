@@ -248,6 +248,7 @@ mod tests {
         registry.orphan(a, 0, true);
         registry.orphan(b, 0, true);
         registry.orphan(c, 0, false); // cold: last in line
+        assert_eq!(registry.live_count(), 0);
         // The list is b, a, c (warm ones first, newest first).
         b.interiors.store(INTERIORS_BUSY, Ordering::Relaxed);
         assert_eq!(registry.acquire(), a.as_ptr());
@@ -255,6 +256,7 @@ mod tests {
         let fresh = registry.acquire();
         assert!(!heaps.contains(&fresh), "a busy orphan was adopted");
         assert_eq!(registry.orphan_count(), 2);
+        assert_eq!(registry.live_count(), 2, "one adopted, one fresh");
         // The tail (c) was skipped, not lost: orphaning again links behind it.
         registry.orphan(a, 0, false);
         c.interiors.store(INTERIORS_GIVEN, Ordering::Relaxed);
@@ -264,5 +266,6 @@ mod tests {
         assert_eq!(registry.acquire(), a.as_ptr());
         assert_eq!(registry.orphan_count(), 0);
         assert_eq!(registry.warm_count(), 0);
+        assert_eq!(registry.live_count(), 4);
     }
 }
