@@ -887,59 +887,74 @@ fn scenario() {
             // at once, each with 32 blocks of 20 KiB written and all but
             // every eighth freed, then ending one at a time. While the
             // other threads' heaps and the warm orphans are more than the
-            // CPUs plus four, an ending thread's heap does not wait warm:
-            // the inside of its freed blocks goes back at its exit. So the
-            // first three to end give theirs back (more heaps are alive
-            // than the workers: this thread's, maybe the harness's), four
-            // later ones keep theirs warm, one after the other, and those
-            // after them give theirs back again.
+            // CPUs plus four, an ending thread's fresh heap does not wait
+            // warm: the inside of its freed blocks goes back at its exit.
+            // So the first three to end give theirs back (more heaps are
+            // alive than the workers: this thread's, maybe the harness's),
+            // four later ones keep theirs warm, one after the other, and
+            // those after them give theirs back again.
+            //
+            // A second burst adopts those heaps. Adopted heaps go cold for
+            // crowding at most once in 32 exits, so four of its first five
+            // threads to end keep theirs warm.
             const SIZE: usize = 20 * 1024;
             let threads = affinity_cpus() + 8;
-            let turn = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
-            let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
-            let workers: Vec<_> = (0..threads)
-                .map(|id| {
-                    let (turn, barrier) = (turn.clone(), barrier.clone());
-                    std::thread::spawn(move || {
-                        let blocks: Vec<usize> = (0..32).map(|_| touched(SIZE) as usize).collect();
-                        for (i, &p) in blocks.iter().enumerate() {
-                            if i % 8 != 0 {
-                                free(p as *mut c_void);
+            let burst = || {
+                let turn = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+                let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+                let workers: Vec<_> = (0..threads)
+                    .map(|id| {
+                        let (turn, barrier) = (turn.clone(), barrier.clone());
+                        std::thread::spawn(move || {
+                            let blocks: Vec<usize> =
+                                (0..32).map(|_| touched(SIZE) as usize).collect();
+                            for (i, &p) in blocks.iter().enumerate() {
+                                if i % 8 != 0 {
+                                    free(p as *mut c_void);
+                                }
                             }
-                        }
-                        barrier.wait();
-                        while turn.load(std::sync::atomic::Ordering::Acquire) != id {
-                            std::thread::yield_now();
-                        }
-                        blocks
+                            barrier.wait();
+                            while turn.load(std::sync::atomic::Ordering::Acquire) != id {
+                                std::thread::yield_now();
+                            }
+                            blocks
+                        })
                     })
-                })
-                .collect();
-            barrier.wait();
-            let mut warm = Vec::new();
-            for (id, worker) in workers.into_iter().enumerate() {
-                turn.store(id, std::sync::atomic::Ordering::Release);
-                let blocks = worker.join().unwrap();
-                let freed = || blocks.iter().enumerate().filter(|(i, _)| i % 8 != 0);
-                let (resident, pages) = freed()
-                    .map(|(_, &p)| inner_pages(p, SIZE))
-                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-                assert!(
-                    resident == 0 || resident == pages,
-                    "thread {id}: {resident} of {pages} OS pages inside its freed blocks resident"
-                );
-                if resident == pages {
-                    warm.push(id);
-                }
-                for (i, &p) in blocks.iter().enumerate() {
-                    if i % 8 == 0 {
-                        free(p as *mut c_void);
+                    .collect();
+                barrier.wait();
+                let mut warm = Vec::new();
+                for (id, worker) in workers.into_iter().enumerate() {
+                    turn.store(id, std::sync::atomic::Ordering::Release);
+                    let blocks = worker.join().unwrap();
+                    let freed = || blocks.iter().enumerate().filter(|(i, _)| i % 8 != 0);
+                    let (resident, pages) = freed()
+                        .map(|(_, &p)| inner_pages(p, SIZE))
+                        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                    assert!(
+                        resident == 0 || resident == pages,
+                        "thread {id}: {resident} of {pages} OS pages inside its freed blocks resident"
+                    );
+                    if resident == pages {
+                        warm.push(id);
+                    }
+                    for (i, &p) in blocks.iter().enumerate() {
+                        if i % 8 == 0 {
+                            free(p as *mut c_void);
+                        }
                     }
                 }
-            }
+                warm
+            };
+            let warm = burst();
             assert_eq!(warm.len(), 4, "threads whose heaps waited warm: {warm:?}");
             assert!(warm[0] >= 3, "the first to end kept theirs: {warm:?}");
             assert_eq!(warm[3] - warm[0], 3, "warm ones not in a row: {warm:?}");
+            let warm = burst();
+            assert_eq!(warm.len(), 4, "second burst, warm: {warm:?}");
+            assert!(
+                warm[3] <= 4,
+                "second burst: adopted heaps went cold: {warm:?}"
+            );
         },
         Ok("exit_gives_back") => {
             // Six threads, alive at once, each with one page in each of 40

@@ -26,6 +26,9 @@ pub struct Registry {
     warm_count: usize,
     /// Heaps owned by live threads.
     live_count: usize,
+    /// Thread exits since the last one whose heap went cold because too
+    /// many heaps were in use (see `thread::stays_warm`).
+    exits_since_crowded_cold: u32,
     arena_next: usize,
     arena_end: usize,
 }
@@ -41,6 +44,7 @@ impl Registry {
             orphan_count: 0,
             warm_count: 0,
             live_count: 0,
+            exits_since_crowded_cold: 0,
             arena_next: 0,
             arena_end: 0,
         }
@@ -96,6 +100,7 @@ impl Registry {
         }
         h.orphan_next.store(ptr::null_mut(), Ordering::Relaxed);
         h.trimmed.store(false, Ordering::Relaxed);
+        h.adopted.store(true, Ordering::Relaxed);
         // Its new thread keeps foreign blocks only once it allocates.
         h.keeps_foreign.set(false);
         h.set_state(HeapState::Live);
@@ -145,6 +150,18 @@ impl Registry {
     /// Heaps owned by live threads.
     pub fn live_count(&self) -> usize {
         self.live_count
+    }
+
+    /// Counts a thread exit; returns how many there were since the last
+    /// one that went cold for crowding.
+    pub fn count_exit(&mut self) -> u32 {
+        self.exits_since_crowded_cold = self.exits_since_crowded_cold.saturating_add(1);
+        self.exits_since_crowded_cold
+    }
+
+    /// Records that the exiting thread's heap goes cold for crowding.
+    pub fn note_crowded_cold(&mut self) {
+        self.exits_since_crowded_cold = 0;
     }
 
     /// Records that an orphan's free memory went back to the core.

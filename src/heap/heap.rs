@@ -309,6 +309,9 @@ pub struct Heap {
     /// taken back its free memory (under the core lock).
     pub orphaned_at_ms: AtomicU64,
     pub trimmed: AtomicBool,
+    /// Whether a thread ever adopted it: false while its first thread owns
+    /// it (under the core lock).
+    pub adopted: AtomicBool,
     /// How far the orphan is with giving back the inside of its free blocks
     /// since it was orphaned (`INTERIORS_*`, see `interiors`; under the
     /// core lock).
@@ -370,6 +373,7 @@ impl Heap {
             orphan_next: AtomicPtr::new(ptr::null_mut()),
             orphaned_at_ms: AtomicU64::new(0),
             trimmed: AtomicBool::new(false),
+            adopted: AtomicBool::new(false),
             interiors: AtomicU8::new(INTERIORS_PENDING),
             span_cache: [const { CachedSpan::new() }; SPAN_CACHE_SLOTS],
             outbox: [const { Outbox::new() }; OUTBOX_SLOTS],
