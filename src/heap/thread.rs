@@ -505,8 +505,9 @@ const ORPHANS_KEPT_WARM: usize = 4;
 /// `CROWDED_COLD_SPACING` exits: each cold heap is faulted in again by
 /// the thread that adopts it. With every crowded exit cold, threads_churn
 /// 32 (32 threads at a time) took 1.30 s instead of 0.40 for 17.2 MiB
-/// instead of 19.7; spaced so, 0.29 s (base 0.34, 9 interleaved runs),
-/// and threads_churn 8 keeps its gain (5224 KiB, 11 runs). Sparing
+/// instead of 19.7; spaced so, 0.47 s against 0.43 for 19.3 MiB against
+/// 20.0 (9 interleaved runs; 0.50 against 0.44 in another 9), and
+/// threads_churn 8 keeps its gain (5292 KiB, 15 runs). Sparing
 /// adopted heaps altogether gave threads_churn 8 only 5648 KiB: its later
 /// crowds are of adopted heaps.
 fn stays_warm(core: &mut Core, heap: &Heap, cpus: usize) -> bool {
